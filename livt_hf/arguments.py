@@ -1,0 +1,226 @@
+"""Dataclass arguments for both scripts (HfArgumentParser): flags, or one JSON recipe as the only argument."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from .data.long_tail import PROFILES
+from .data.sources import FASHION_MNIST_DIR
+from .losses import LOSSES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataArguments:
+    """Where the images come from and how the long-tailed split is built (default: Fashion-MNIST-LT, ρ = 100)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hugging Face Hub dataset (needs network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
+    image_column_name: str = field(default="image", metadata={"help": "Image column of a Hub dataset."})
+    label_column_name: str = field(default="label", metadata={"help": "Label column of a Hub dataset."})
+    train_dir: str | None = field(default=None, metadata={"help": "Image folder `class_name/*.jpg` for training."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Optional image folder for validation."})
+    test_dir: str | None = field(default=None, metadata={"help": "Image folder for the reported test split."})
+    image_root: str | None = field(default=None, metadata={"help": "Root the split lists' paths are relative to."})
+    train_list: str | None = field(default=None, metadata={"help": "`relative/path label` lines (ImageNet-LT style)."})
+    validation_list: str | None = field(default=None, metadata={"help": "Optional validation split list."})
+    test_list: str | None = field(default=None, metadata={"help": "Test split list."})
+    fashion_mnist_dir: str = field(
+        default=FASHION_MNIST_DIR, metadata={"help": "Folder with the Fashion-MNIST idx files (the default source)."}
+    )
+    long_tail_profile: str = field(
+        default="exponential",
+        metadata={"help": f"One of {PROFILES}: subsample train to a long tail, or 'none' to use it as it is."},
+    )
+    imbalance_ratio: float = field(default=100.0, metadata={"help": "ρ = n_max / n_min of the train split (≥ 1)."})
+    max_per_class: int = field(default=5000, metadata={"help": "n_max, images of the head class (CIFAR-10-LT: 5000)."})
+    balanced: bool = field(
+        default=False, metadata={"help": "Same number of images as the profile's split, spread evenly (LiVT's BAL)."}
+    )
+    validation_split: float | None = field(
+        default=None,
+        metadata={
+            "help": "Validation carved from train: round(v · n_max) left-out images per class when subsampling, "
+            "a stratified fraction v with profile 'none'. Default 0.02; not allowed when a validation split is given."
+        },
+    )
+    max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on a seeded random test subset."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the long-tailed subsampling and validation carve."})
+    crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop's smallest area fraction."})
+
+    def __post_init__(self):
+        if self.long_tail_profile not in PROFILES:
+            raise ValueError(f"Unknown --long_tail_profile {self.long_tail_profile!r}; choose one of {PROFILES}.")
+        sources = {
+            "--dataset_name": self.dataset_name is not None,
+            "--train_dir/--test_dir": self.train_dir is not None or self.test_dir is not None,
+            "--train_list/--test_list": self.train_list is not None or self.test_list is not None,
+        }
+        chosen = [name for name, used in sources.items() if used]
+        if len(chosen) > 1:
+            raise ValueError(f"Choose one data source, got {chosen}.")
+        if (self.train_dir is None) != (self.test_dir is None) or (self.validation_dir and not self.train_dir):
+            raise ValueError("Image folders need both --train_dir and --test_dir (--validation_dir is optional).")
+        if (self.train_list is None) != (self.test_list is None) or (self.validation_list and not self.train_list):
+            raise ValueError("Split lists need --train_list and --test_list (--validation_list is optional).")
+        if self.train_list is not None and self.image_root is None:
+            raise ValueError("Split lists need --image_root, the folder their paths are relative to.")
+        if self.image_root is not None and self.train_list is None:
+            raise ValueError("--image_root is only used with --train_list/--test_list.")
+        if self.balanced and self.long_tail_profile == "none":
+            raise ValueError("--balanced needs a profile to match in size; it cannot be used with profile 'none'.")
+
+
+@dataclass
+class PretrainDataArguments(DataArguments):
+    crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop's smallest area (MAE: 0.2)."})
+
+
+@dataclass
+class FinetuneDataArguments(DataArguments):
+    crop_min_scale: float = field(default=0.35, metadata={"help": "RandomResizedCrop's smallest area."})
+    many_threshold: int = field(default=100, metadata={"help": "Many-shot classes have more train images than this."})
+    few_threshold: int = field(default=20, metadata={"help": "Few-shot classes have fewer train images than this."})
+
+
+@dataclass
+class PretrainModelArguments:
+    """ViTMAE geometry (defaults: a small ViT for 28-px Fashion-MNIST) and the MGP objective."""
+
+    image_size: int = field(default=28, metadata={"help": "Input resolution (square)."})
+    patch_size: int = field(default=7)
+    num_channels: int | None = field(default=None, metadata={"help": "1 or 3; default: from the training images."})
+    hidden_size: int = field(default=192)
+    num_hidden_layers: int = field(default=4)
+    num_attention_heads: int = field(default=3)
+    intermediate_size: int = field(default=768)
+    decoder_hidden_size: int = field(default=96)
+    decoder_num_hidden_layers: int = field(default=2)
+    decoder_num_attention_heads: int = field(default=3)
+    decoder_intermediate_size: int = field(default=384)
+    mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked (LiVT: 0.75)."})
+    norm_pix_loss: bool = field(default=True, metadata={"help": "Reconstruct per-patch normalised pixels."})
+
+    def __post_init__(self):
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"--mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"--image_size {self.image_size} is not a multiple of --patch_size {self.patch_size}.")
+
+
+@dataclass
+class FinetuneModelArguments:
+    """The MGP checkpoint to start from and the balanced fine-tuning head, loss and optimizer shape."""
+
+    mae_checkpoint: str = field(
+        default="outputs/mae-fmnist-lt", metadata={"help": "ViTMAE checkpoint (folder or Hub id) from stage 1."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Fine-tuning resolution; default: the checkpoint's. Position embeddings resize."}
+    )
+    loss: str = field(default="bal_bce", metadata={"help": f"One of {LOSSES}."})
+    tau: float = field(default=1.0, metadata={"help": "τ of the prior bias (bal_ce, bal_bce)."})
+    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the last layer."})
+    layer_decay: float = field(default=0.75, metadata={"help": "Layer-wise LR decay (LiVT: 0.75)."})
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown --loss {self.loss!r}; choose one of {LOSSES}.")
+
+
+@dataclass
+class ScaledLRTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with MAE's learning-rate rule.
+
+    Rule: `--learning_rate` is the absolute peak LR; when it is not given, the LR is `--base_learning_rate` ×
+    total batch / 256 (total batch = per-device batch × accumulation steps × processes). Giving both is an error.
+    """
+
+    default_base_learning_rate = 1e-3  # class attribute, not a field: each stage sets its own
+
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Absolute peak LR. Default: base_learning_rate × total batch / 256."}
+    )
+    base_learning_rate: float | None = field(
+        default=None, metadata={"help": "LR per 256 images of total batch (default: the stage's recipe value)."}
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete an earlier run in output_dir first."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image`: transforms read it lazily."})
+    logging_steps: float = field(default=20)
+    dataloader_num_workers: int = field(default=0)
+
+    def __post_init__(self):
+        explicit_lr = self.learning_rate
+        if explicit_lr is not None and self.base_learning_rate is not None:
+            raise ValueError(
+                f"Both --learning_rate ({explicit_lr}) and --base_learning_rate ({self.base_learning_rate}) given. "
+                "Pass one: the absolute LR, or the LR per 256 images that is scaled by the total batch size."
+            )
+        self.learning_rate = explicit_lr if explicit_lr is not None else 0.0
+        super().__post_init__()
+        if explicit_lr is None:
+            blr = self.base_learning_rate if self.base_learning_rate is not None else self.default_base_learning_rate
+            self.learning_rate = blr * self.total_train_batch_size / 256
+            self.lr_rule = f"learning_rate {self.learning_rate:.3g} = base_learning_rate {blr:g} × {self.total_train_batch_size} / 256"
+        else:
+            self.lr_rule = f"learning_rate {explicit_lr:g} as given (--learning_rate wins; base_learning_rate unused)"
+
+    @property
+    def total_train_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+
+@dataclass
+class PretrainingArguments(ScaledLRTrainingArguments):
+    """MGP defaults (LiVT Table 10: AdamW(0.9, 0.95), blr 1.5e-4, wd 0.05, cosine to 0, warmup 40/800 epochs)."""
+
+    default_base_learning_rate = 1.5e-4
+
+    output_dir: str = field(default="outputs/mae-fmnist-lt")
+    num_train_epochs: float = field(default=10)
+    per_device_train_batch_size: int = field(default=256)
+    per_device_eval_batch_size: int = field(default=256)
+    weight_decay: float = field(default=0.05)
+    adam_beta2: float = field(default=0.95)
+    lr_scheduler_type: str = field(default="cosine")
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of training if < 1."})
+    eval_strategy: str = field(default="epoch")
+    save_strategy: str = field(default="epoch")
+    save_total_limit: int | None = field(default=2)
+
+
+@dataclass
+class FinetuningArguments(ScaledLRTrainingArguments):
+    """BFT defaults (LiVT Table 10: AdamW(0.9, 0.99), blr 1e-3, wd 0.05, cosine to 1e-6, warmup 10/100 epochs);
+    the best epoch is chosen on the validation split."""
+
+    default_base_learning_rate = 1e-3
+
+    output_dir: str = field(default="outputs/livt-fmnist-lt")
+    num_train_epochs: float = field(default=10)
+    per_device_train_batch_size: int = field(default=256)
+    per_device_eval_batch_size: int = field(default=256)
+    weight_decay: float = field(default=0.05)
+    adam_beta2: float = field(default=0.99)
+    lr_scheduler_type: str = field(default="cosine_with_min_lr")
+    lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"min_lr": 1e-6})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps, or a fraction of training if < 1."})
+    eval_strategy: str = field(default="epoch")
+    save_strategy: str = field(default="epoch")
+    save_total_limit: int | None = field(default=2)
+    load_best_model_at_end: bool = field(default=True)
+    metric_for_best_model: str = field(default="accuracy")
+
+
+def parse_args(*dataclass_types: type) -> tuple:
+    """Parse flags, or a single `.json` recipe given as the only argument."""
+    parser = HfArgumentParser(dataclass_types)
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(json_file=str(Path(sys.argv[1]).resolve()))
+    return parser.parse_args_into_dataclasses()

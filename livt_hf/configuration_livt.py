@@ -1,0 +1,63 @@
+"""LiVT configuration: ViT geometry plus everything the balanced fine-tuning head and loss need."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import ViTConfig
+
+from .losses import LOSSES, PRIOR_AWARE_LOSSES, logit_bias
+
+# Fields that define the encoder's weights: a ViTMAE checkpoint must agree on all of them.
+ENCODER_GEOMETRY = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "patch_size",
+    "num_channels",
+    "qkv_bias",
+)
+# Fields copied from a ViTMAE checkpoint's config into the classifier's.
+ENCODER_FIELDS = (*ENCODER_GEOMETRY, "hidden_act", "layer_norm_eps", "image_size")
+
+
+@strict
+class LiVTConfig(ViTConfig):
+    r"""
+    ViT encoder + mean-pool / fc_norm / linear head, trained with a prior-aware loss (LiVT stage 2).
+
+    The train class counts live here, so `from_pretrained` rebuilds the same loss and the same prior.
+
+    class_counts (`list[int]`): training images per class (the train prior π_s); required by `bal_ce` / `bal_bce`.
+    test_prior (`list[float]`, *optional*): π_t the model is trained for; None means a balanced test set.
+    loss (`str`): one of `livt_hf.losses.LOSSES`.
+    tau (`float`): τ, the scale of the prior bias (LiVT Table 10: 1.0, Places-LT 1.05).
+    drop_path_rate (`float`): stochastic depth, rising linearly from 0 to this over the layers.
+    head_init_std (`float`): std of the classifier weights at init (MAE fine-tuning: 2e-5, a near-zero head).
+    """
+
+    model_type = "livt"
+
+    class_counts: list[int] | None = None
+    test_prior: list[float] | None = None
+    loss: str = "bal_bce"
+    tau: float = 1.0
+    drop_path_rate: float = 0.1
+    head_init_std: float = 2e-5
+
+    def validate_livt(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSSES}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        if not self.tau >= 0:
+            raise ValueError(f"tau must be ≥ 0, got {self.tau}.")
+        if self.loss not in PRIOR_AWARE_LOSSES and self.tau != 1.0:
+            raise ValueError(f"tau = {self.tau} has no effect on loss {self.loss!r}; it applies to {PRIOR_AWARE_LOSSES}.")
+        if self.class_counts is not None and len(self.class_counts) != self.num_labels:
+            raise ValueError(f"class_counts has {len(self.class_counts)} entries but the model has {self.num_labels} labels.")
+        if self.loss in PRIOR_AWARE_LOSSES and self.class_counts is not None:
+            logit_bias(self.loss, self.class_counts, self.test_prior)  # raises on bad counts / prior
+
+
+__all__ = ["ENCODER_FIELDS", "ENCODER_GEOMETRY", "LiVTConfig"]

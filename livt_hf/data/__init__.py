@@ -1,0 +1,41 @@
+"""Data sources, long-tailed splits and transforms."""
+
+from .build import load_source, prepare_splits
+from .long_tail import (
+    LongTailSplit,
+    balanced_counts,
+    build_long_tail_splits,
+    class_counts,
+    exponential_counts,
+    pareto_counts,
+    profile_counts,
+)
+from .sources import (
+    FASHION_MNIST_DIR,
+    load_fashion_mnist,
+    load_hub_dataset,
+    load_image_folders,
+    load_split_lists,
+)
+from .transforms import batch_transform, eval_transform, image_mode, train_transform
+
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "LongTailSplit",
+    "balanced_counts",
+    "batch_transform",
+    "build_long_tail_splits",
+    "class_counts",
+    "eval_transform",
+    "exponential_counts",
+    "image_mode",
+    "load_fashion_mnist",
+    "load_hub_dataset",
+    "load_image_folders",
+    "load_source",
+    "load_split_lists",
+    "pareto_counts",
+    "prepare_splits",
+    "profile_counts",
+    "train_transform",
+]

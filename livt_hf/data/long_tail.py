@@ -1,0 +1,204 @@
+"""Long-tailed train splits, a validation split carved from train, and the class counts that define the prior.
+
+Class order: label id 0 is the head (most images), the last id the tail, as in CIFAR-LT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datasets import DatasetDict
+
+PROFILES = ("exponential", "pareto", "none")
+
+
+def exponential_counts(max_per_class: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """CIFAR-LT rule: n_i = ⌊n_max · ρ^(−i/(C−1))⌋, so n_0 = n_max and n_{C−1} = ⌊n_max / ρ⌋."""
+    _check_ratio(imbalance_ratio)
+    if num_classes == 1:
+        return [max_per_class]
+    return [int(max_per_class * imbalance_ratio ** (-i / (num_classes - 1))) for i in range(num_classes)]
+
+
+def pareto_counts(max_per_class: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """Power-law (Zipf/Pareto) profile n_i = ⌊n_max · (i+1)^(−a)⌋, with a = log ρ / log C so n_{C−1} = n_max / ρ.
+
+    Most classes sit near the tail and a few in the head, the shape of ImageNet-LT's Pareto-sampled split.
+    """
+    _check_ratio(imbalance_ratio)
+    if num_classes == 1:
+        return [max_per_class]
+    a = math.log(imbalance_ratio) / math.log(num_classes)
+    # the small epsilon keeps ⌊·⌋ from dropping a whole image to rounding error at the exact endpoints
+    return [int(max_per_class * (i + 1) ** (-a) + 1e-9) for i in range(num_classes)]
+
+
+def balanced_counts(total: int, num_classes: int) -> list[int]:
+    """`total` images spread evenly (the first `total mod C` classes get one more): LiVT's ImageNet-BAL."""
+    base, extra = divmod(total, num_classes)
+    return [base + (i < extra) for i in range(num_classes)]
+
+
+def profile_counts(
+    profile: str, max_per_class: int, num_classes: int, imbalance_ratio: float, balanced: bool = False
+) -> list[int]:
+    """Per-class counts of a profile; `balanced=True` keeps the total and spreads it evenly."""
+    if profile == "exponential":
+        counts = exponential_counts(max_per_class, num_classes, imbalance_ratio)
+    elif profile == "pareto":
+        counts = pareto_counts(max_per_class, num_classes, imbalance_ratio)
+    else:
+        raise ValueError(f"Unknown long-tail profile {profile!r}; choose one of {PROFILES}.")
+    if min(counts) < 1:
+        raise ValueError(
+            f"The {profile} profile with n_max={max_per_class} and ρ={imbalance_ratio} gives a class with zero "
+            f"images (counts {counts}). Lower --imbalance_ratio or raise --max_per_class."
+        )
+    return balanced_counts(sum(counts), num_classes) if balanced else counts
+
+
+def _check_ratio(imbalance_ratio: float) -> None:
+    if not imbalance_ratio >= 1:
+        raise ValueError(
+            f"--imbalance_ratio must be ≥ 1 (n_max / n_min of the train split), got {imbalance_ratio}. "
+            "Reversed (ρ < 1) distributions are for test sets only."
+        )
+
+
+@dataclass
+class LongTailSplit:
+    """What a run trained on: enough to rebuild the split exactly, saved beside the outputs as JSON."""
+
+    profile: str
+    imbalance_ratio: float | None
+    max_per_class: int | None
+    balanced: bool
+    seed: int
+    class_names: list[str]
+    train_counts: list[int]
+    validation_counts: list[int]
+    test_counts: list[int]
+    validation_source: str  # "left-out train images", "stratified carve" or "given"
+    train_indices: list[int] = field(repr=False)
+    validation_indices: list[int] | None = field(repr=False)
+    test_indices: list[int] | None = field(repr=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LongTailSplit:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def class_counts(labels: list[int] | np.ndarray, num_classes: int) -> list[int]:
+    """Images per class, checking every label is a valid class id."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ValueError(f"Label id {int(bad)} is outside 0 … {num_classes - 1} (the dataset has {num_classes} classes).")
+    return np.bincount(labels, minlength=num_classes).tolist()
+
+
+def build_long_tail_splits(
+    dataset: DatasetDict,
+    profile: str = "exponential",
+    imbalance_ratio: float = 100.0,
+    max_per_class: int = 5000,
+    balanced: bool = False,
+    validation_split: float | None = None,
+    max_test_samples: int | None = None,
+    seed: int = 0,
+) -> tuple[DatasetDict, LongTailSplit]:
+    """Train / validation / test splits for long-tailed training from a source with `train` and `test`.
+
+    - `profile` "exponential" or "pareto" subsample the source's train split (`balanced=True`: same total, even
+      counts); "none" uses it as it is (naturally long-tailed data).
+    - Validation (model selection) never comes from `test`. When subsampling it is a balanced set of
+      `round(validation_split · n_max)` per class taken from the images the train split left out (as ImageNet-LT
+      does), and for the same seed it is the same whatever ρ is. With "none" it is a stratified carve of
+      `validation_split` of each class that leaves every class at least one train image. A source that has its
+      own `validation` split keeps it, and then `validation_split` must not be given.
+    - `max_test_samples` keeps a seeded random subset of the test split (for quick runs).
+    """
+    for required in ("train", "test"):
+        if required not in dataset:
+            raise ValueError(f"The dataset has no {required!r} split (it has {list(dataset)}); one is required.")
+    names = dataset["train"].features["label"].names
+    num_classes = len(names)
+    labels = np.asarray(dataset["train"]["label"])
+    available = class_counts(labels, num_classes)
+    has_validation = "validation" in dataset
+    if has_validation and validation_split is not None:
+        raise ValueError("The dataset has its own validation split; do not also pass --validation_split.")
+    if validation_split is None:
+        validation_split = 0.0 if has_validation else 0.02
+    if not (has_validation or 0 < validation_split < 1):
+        raise ValueError(f"--validation_split must be in (0, 1), got {validation_split}.")
+
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    if profile == "none":
+        _check_no_empty_class(available, names, "train")
+        n_val = [0 if has_validation else min(round(validation_split * n), n - 1) for n in available]
+        val_idx = [p[:v] for p, v in zip(perms, n_val)]
+        train_idx = [p[v:] for p, v in zip(perms, n_val)]
+        validation_source = "given" if has_validation else "stratified carve"
+    else:
+        counts = profile_counts(profile, max_per_class, num_classes, imbalance_ratio, balanced)
+        n_val = 0 if has_validation else max(1, round(validation_split * max_per_class))
+        short = [(names[c], available[c]) for c in range(num_classes) if counts[c] + n_val > available[c]]
+        if short:
+            raise ValueError(
+                f"Classes {short} have too few images for {counts[0] if balanced else max_per_class} train + "
+                f"{n_val} validation images per class. Lower --max_per_class or --validation_split."
+            )
+        train_idx = [p[:n] for p, n in zip(perms, counts)]
+        val_idx = [p[len(p) - n_val :] for p in perms]
+        validation_source = "given" if has_validation else "left-out train images"
+
+    train_indices = np.concatenate(train_idx).tolist()
+    splits = {"train": dataset["train"].select(train_indices)}
+    validation_indices = None
+    if has_validation:
+        splits["validation"] = dataset["validation"]
+    else:
+        validation_indices = np.concatenate(val_idx).tolist()
+        splits["validation"] = dataset["train"].select(validation_indices)
+    test_indices = None
+    splits["test"] = dataset["test"]
+    if max_test_samples is not None and max_test_samples < len(dataset["test"]):
+        test_indices = sorted(rng.permutation(len(dataset["test"]))[:max_test_samples].tolist())
+        splits["test"] = dataset["test"].select(test_indices)
+
+    result = DatasetDict(splits)
+    info = LongTailSplit(
+        profile=profile,
+        imbalance_ratio=None if profile == "none" else imbalance_ratio,
+        max_per_class=None if profile == "none" else max_per_class,
+        balanced=balanced,
+        seed=seed,
+        class_names=list(names),
+        train_counts=class_counts(result["train"]["label"], num_classes),
+        validation_counts=class_counts(result["validation"]["label"], num_classes),
+        test_counts=class_counts(result["test"]["label"], num_classes),
+        validation_source=validation_source,
+        train_indices=train_indices,
+        validation_indices=validation_indices,
+        test_indices=test_indices,
+    )
+    _check_no_empty_class(info.train_counts, names, "train")
+    return result, info
+
+
+def _check_no_empty_class(counts: list[int], names: list[str], split: str) -> None:
+    empty = [names[c] for c, n in enumerate(counts) if n == 0]
+    if empty:
+        raise ValueError(
+            f"Classes {empty} have no {split} images: their prior π = 0 makes log π infinite in every "
+            "prior-aware loss. Remove those classes from the label set or add images for them."
+        )

@@ -1,0 +1,146 @@
+"""Every data source becomes a `DatasetDict` with an `image` (`datasets.Image`) and a `label` (`ClassLabel`) column.
+
+Sources: Fashion-MNIST idx files (the offline default), a Hub dataset name, image folders, and split lists of
+`relative/path label` lines (the format ImageNet-LT, Places-LT and iNat18 are distributed in).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (the MNIST format: magic, dims as big-endian int32, then uint8 data)."""
+    with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an uint8 idx file (bad magic number {raw[:4].hex()}).")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values.")
+    return data.reshape(shape)
+
+
+def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR) -> DatasetDict:
+    """Fashion-MNIST train (60k) and test (10k) splits from the idx files in `root` (gzipped or not)."""
+    root = Path(root)
+    features = Features({"image": Image(), "label": ClassLabel(names=FASHION_MNIST_CLASSES)})
+    splits = {}
+    for split, names in _FASHION_MNIST_FILES.items():
+        paths = []
+        for name in names:
+            candidates = [root / name, root / name.removesuffix(".gz")]
+            found = next((p for p in candidates if p.exists()), None)
+            if found is None:
+                raise FileNotFoundError(
+                    f"Fashion-MNIST file {name} not found in {root}. Install it with "
+                    "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or point --fashion_mnist_dir at a "
+                    "folder holding the four idx files."
+                )
+            paths.append(found)
+        images, labels = _read_idx(paths[0]), _read_idx(paths[1])
+        if len(images) != len(labels):
+            raise ValueError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels.")
+        splits[split] = Dataset.from_dict({"image": list(images), "label": labels.tolist()}, features=features)
+    return DatasetDict(splits)
+
+
+def load_hub_dataset(
+    name: str,
+    config_name: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    cache_dir: str | None = None,
+) -> DatasetDict:
+    """A Hub dataset, with its image and label columns renamed to `image` / `label`."""
+    try:
+        dataset = load_dataset(name, config_name, cache_dir=cache_dir)
+    except Exception as err:  # the hub client raises many types; all mean the same thing to the user
+        raise RuntimeError(
+            f"Could not load the dataset {name!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
+            "Check the name and your network (HF_HUB_OFFLINE=1 forbids downloads), or use local data: "
+            "--train_dir/--test_dir image folders, --train_list/--test_list with --image_root, or the default "
+            "Fashion-MNIST files."
+        ) from err
+    return standardize_columns(dataset, image_column, label_column)
+
+
+def load_image_folders(train_dir: str, test_dir: str, validation_dir: str | None = None) -> DatasetDict:
+    """Image folders laid out as `split_dir/class_name/*.png`.
+
+    The `imagefolder` builder sorts class folders as strings, so folders named `0 … 10` get the order
+    `0, 1, 10, 2, …`: the `ClassLabel` names always say which id is which class.
+    """
+    data_files = {"train": train_dir, "test": test_dir} | ({"validation": validation_dir} if validation_dir else {})
+    for split, folder in data_files.items():
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--{split}_dir {folder} is not a directory.")
+    dataset = load_dataset("imagefolder", data_files={k: f"{v}/**" for k, v in data_files.items()})
+    names = {split: tuple(ds.features["label"].names) for split, ds in dataset.items()}
+    if len(set(names.values())) != 1:
+        raise ValueError(f"The image folders have different class folders: {names}. Give every split the same ones.")
+    return dataset
+
+
+def read_split_list(list_file: str, image_root: str) -> tuple[list[str], list[int]]:
+    """Parse a `relative/path label` file (ImageNet-LT style) into absolute paths and integer labels."""
+    paths, labels = [], []
+    for line_no, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{list_file}:{line_no}: expected `relative/path label`, got {line!r}.")
+        paths.append(str(Path(image_root) / parts[0]))
+        labels.append(int(parts[1]))
+    if not paths:
+        raise ValueError(f"{list_file} lists no images.")
+    return paths, labels
+
+
+def load_split_lists(
+    image_root: str, train_list: str, test_list: str, validation_list: str | None = None
+) -> DatasetDict:
+    """Split lists over one image root; classes are the integer ids `0 … max label` found in the lists."""
+    lists = {"train": train_list, "test": test_list} | ({"validation": validation_list} if validation_list else {})
+    parsed = {split: read_split_list(path, image_root) for split, path in lists.items()}
+    all_labels = [label for _, labels in parsed.values() for label in labels]
+    if min(all_labels) < 0:
+        raise ValueError(f"Split lists hold a negative label ({min(all_labels)}); labels must be 0 … C-1.")
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(max(all_labels) + 1)])})
+    return DatasetDict(
+        {split: Dataset.from_dict({"image": p, "label": y}, features=features) for split, (p, y) in parsed.items()}
+    )
+
+
+def standardize_columns(dataset: DatasetDict, image_column: str, label_column: str) -> DatasetDict:
+    """Rename the user's columns to `image` / `label` and check the label column is a `ClassLabel`."""
+    for split, ds in dataset.items():
+        missing = [c for c in (image_column, label_column) if c not in ds.column_names]
+        if missing:
+            raise ValueError(
+                f"Split {split!r} has no column {missing}; its columns are {ds.column_names}. "
+                "Set --image_column_name / --label_column_name."
+            )
+    renames = {k: v for k, v in {image_column: "image", label_column: "label"}.items() if k != v}
+    dataset = dataset.rename_columns(renames) if renames else dataset
+    first = next(iter(dataset.values()))
+    if not isinstance(first.features["label"], ClassLabel):
+        dataset = dataset.class_encode_column("label")
+    return dataset.select_columns(["image", "label"])

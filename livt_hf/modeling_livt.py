@@ -1,0 +1,182 @@
+"""LiVT classifier: a ViT encoder that loads ViTMAE weights as they are, with drop path and MAE's fine-tuning head.
+
+The encoder reuses HF's `ViTEmbeddings` and `ViTLayer`, whose parameter names are those of `ViTMAEModel`, so a
+MAE checkpoint's encoder loads key for key. The head follows MAE fine-tuning: mean of the patch tokens, a fresh
+LayerNorm (`fc_norm`), a linear layer initialised near zero; the encoder's final norm is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+from torchvision.ops import stochastic_depth
+from transformers import AutoConfig, PreTrainedModel, ViTMAEForPreTraining
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
+from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
+
+from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
+from .losses import build_loss
+
+
+class LiVTLayer(ViTLayer):
+    """`ViTLayer` with stochastic depth on both residual branches. Adds no parameters: state-dict keys are unchanged."""
+
+    def __init__(self, config: LiVTConfig, drop_path: float = 0.0):
+        super().__init__(config)
+        self.drop_path = drop_path
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        attn, _ = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self._drop_path(self.dropout(attn))
+        mlp = self.mlp(self.layernorm_after(hidden_states))
+        return hidden_states + self._drop_path(self.dropout(mlp))
+
+    def _drop_path(self, x: torch.Tensor) -> torch.Tensor:
+        return stochastic_depth(x, self.drop_path, mode="row", training=self.training)
+
+
+class LiVTPreTrainedModel(PreTrainedModel):
+    config_class = LiVTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViTEmbeddings", "LiVTLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    # the loss is computed from per-batch means: Trainer must divide by the accumulation steps itself
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, ViTEmbeddings):
+            init.trunc_normal_(module.position_embeddings, std=self.config.initializer_range)
+            init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
+        elif module is getattr(self, "head", None):
+            init.trunc_normal_(module.weight, std=self.config.head_init_std)
+            init.zeros_(module.bias)
+
+
+class LiVTModel(LiVTPreTrainedModel):
+    """The encoder: patch + position embeddings and `num_hidden_layers` ViT layers (no final norm)."""
+
+    def __init__(self, config: LiVTConfig):
+        super().__init__(config)
+        self.embeddings = ViTEmbeddings(config)
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList([LiVTLayer(config, rate) for rate in rates])
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> BaseModelOutput:
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
+        all_hidden = [hidden_states] if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=tuple(all_hidden) if all_hidden else None)
+
+
+class LiVTForImageClassification(LiVTPreTrainedModel):
+    """LiVT stage 2. `forward(pixel_values, labels)` takes class ids or soft targets (N, C) and returns raw logits z;
+    the training loss adds the config's prior bias to z, so argmax z predicts for the configured test prior."""
+
+    def __init__(self, config: LiVTConfig):
+        super().__init__(config)
+        self.vit = LiVTModel(config)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.hidden_size, config.num_labels)
+        self.loss_fn = build_loss(config.loss, config.class_counts, config.tau, config.test_prior)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> ImageClassifierOutput:
+        outputs = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states)
+        pooled = self.fc_norm(outputs.last_hidden_state[:, 1:].mean(dim=1))
+        logits = self.head(pooled)
+        loss = self.loss_fn(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    @classmethod
+    def from_mae_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **config_kwargs
+    ) -> LiVTForImageClassification:
+        """Start fine-tuning from a ViTMAE checkpoint (folder or Hub id).
+
+        Encoder geometry comes from the checkpoint; `config_kwargs` set the rest (`num_labels`/`id2label`,
+        `class_counts`, `loss`, `tau`, `drop_path_rate`, `image_size` …) and may repeat a geometry field only with
+        the checkpoint's value. A different `image_size` resizes the position embeddings once, here. Every encoder
+        tensor must load: anything missing or left over (other than MAE's decoder and final norm) is an error.
+        """
+        try:
+            mae_config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"No ViTMAE checkpoint at {pretrained_model_name_or_path} ({err}). Run `python run_pretrain_mae.py` "
+                "first, or pass --mae_checkpoint with a ViTMAE folder (or a Hub id when online)."
+            ) from err
+        if mae_config.model_type != "vit_mae":
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {mae_config.model_type!r} checkpoint, not a ViTMAE one. "
+                "Fine-tuning starts from the output of run_pretrain_mae.py (or another ViTMAEForPreTraining "
+                "checkpoint); to reload a fine-tuned LiVT model use LiVTForImageClassification.from_pretrained."
+            )
+        mismatched = {
+            k: (config_kwargs[k], getattr(mae_config, k))
+            for k in ENCODER_GEOMETRY
+            if k in config_kwargs and config_kwargs[k] != getattr(mae_config, k)
+        }
+        if mismatched:
+            detail = ", ".join(f"{k}: asked {a}, checkpoint has {b}" for k, (a, b) in mismatched.items())
+            raise ValueError(
+                f"The checkpoint {pretrained_model_name_or_path} has another encoder geometry ({detail}). Its "
+                "weights cannot be loaded into that shape: drop those settings or pretrain a matching model."
+            )
+        config = LiVTConfig(**{k: getattr(mae_config, k) for k in ENCODER_FIELDS} | config_kwargs)
+        model = cls(config)
+        mae = ViTMAEForPreTraining.from_pretrained(pretrained_model_name_or_path)
+        state = {k: v for k, v in mae.vit.state_dict().items() if not k.startswith("layernorm.")}
+        state["embeddings.position_embeddings"] = resize_position_embeddings(
+            state["embeddings.position_embeddings"], config.image_size // config.patch_size
+        )
+        missing, unexpected = model.vit.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"The ViTMAE encoder in {pretrained_model_name_or_path} does not match LiVT's: missing "
+                f"{missing}, unexpected {unexpected}. Was it saved by another version of ViTMAE?"
+            )
+        return model
+
+
+def resize_position_embeddings(position_embeddings: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, 1 + g², D) → (1, 1 + grid², D): bicubic resize of the patch part, the [CLS] slot kept as is."""
+    cls_pos, patch_pos = position_embeddings[:, :1], position_embeddings[:, 1:]
+    old = math.isqrt(patch_pos.shape[1])
+    if old * old != patch_pos.shape[1]:
+        raise ValueError(f"Position embeddings for {patch_pos.shape[1]} patches are not a square grid.")
+    if old == grid:
+        return position_embeddings
+    dim = patch_pos.shape[-1]
+    patch_pos = patch_pos.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+    patch_pos = nn.functional.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid * grid, dim).to(position_embeddings.dtype)
+    return torch.cat([cls_pos, patch_pos], dim=1)
+
+
+__all__ = ["LiVTForImageClassification", "LiVTModel", "LiVTPreTrainedModel", "resize_position_embeddings"]

@@ -1,0 +1,47 @@
+"""Parameter groups for MAE/LiVT: layer-wise LR decay baked into each group's lr, no weight decay on 1-D tensors,
+the [CLS] token or position embeddings."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers|encoder\.layer)\.(\d+)\.")  # transformers 5.x and 4.x layouts
+_EMBEDDING = re.compile(r"(?:^|\.)embeddings\.")
+_NO_DECAY = re.compile(r"cls_token|position_embeddings|pos_embed|mask_token")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, num_layers + 1 for everything after (norm, head, decoder)."""
+    if match := _LAYER.search(name):
+        return int(match.group(1)) + 1
+    return 0 if _EMBEDDING.search(name) else num_layers + 1
+
+
+def param_groups(
+    model: nn.Module, learning_rate: float, weight_decay: float, layer_decay: float = 1.0
+) -> list[dict]:
+    """Optimizer groups with `lr = learning_rate · layer_decay^(num_layers + 1 − layer_id)`.
+
+    HF schedulers scale each group's own lr, so the decay survives warmup and cosine; `min_lr` floors scale with it.
+    """
+    if not 0 < layer_decay <= 1:
+        raise ValueError(f"--layer_decay must be in (0, 1], got {layer_decay}.")
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lid = layer_id(name, num_layers)
+        decay = param.ndim > 1 and not _NO_DECAY.search(name)
+        group = groups.setdefault(
+            (lid, decay),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr": learning_rate * layer_decay ** (num_layers + 1 - lid),
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]

@@ -1,0 +1,82 @@
+"""What both scripts do around training: logging, output-folder policy, resuming, saving what a run used."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+
+
+logger = logging.getLogger("livt_hf")
+FINISHED_MARKER = "run_config.json"
+
+
+def setup_logging(args: transformers.TrainingArguments) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
+    level = args.get_process_log_level()
+    for log in (logger, datasets.utils.logging, transformers.utils.logging):
+        (log.setLevel if log is logger else log.set_verbosity)(level)
+
+
+def resolve_checkpoint(args: transformers.TrainingArguments) -> str | None:
+    """The checkpoint to resume from, after checking output_dir holds nothing we would silently clobber.
+
+    `--resume_from_checkpoint last` picks the newest checkpoint in output_dir; a path picks that one. An output_dir
+    that holds a finished run or checkpoints is an error unless the run resumes or `--overwrite_output_dir` is set.
+    """
+    out = Path(args.output_dir)
+    if args.overwrite_output_dir and out.exists():
+        logger.warning("--overwrite_output_dir: deleting %s", out)
+        shutil.rmtree(out)
+    resume = args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(out) if out.is_dir() else None
+        if resume is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint last: no checkpoint-* folder in {out}.")
+    if resume is not None:
+        if not Path(resume).is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a checkpoint folder.")
+        logger.info("Resuming from %s", resume)
+        return resume
+    if (out / FINISHED_MARKER).exists():
+        raise FileExistsError(
+            f"{out} holds a finished run. Pick another --output_dir, or pass --overwrite_output_dir to replace it."
+        )
+    if out.is_dir() and get_last_checkpoint(out) is not None:
+        raise FileExistsError(
+            f"{out} holds checkpoints of an unfinished run. Continue it with --resume_from_checkpoint last, or pass "
+            "--overwrite_output_dir to start again."
+        )
+    return None
+
+
+def infer_num_channels(dataset: datasets.Dataset) -> int:
+    """1 if the first training image is grayscale, else 3 (other modes are converted to RGB)."""
+    return 1 if dataset[0]["image"].mode in ("L", "I", "I;16", "F", "1") else 3
+
+
+def save_run_config(output_dir: str, *arg_objects) -> None:
+    """Every argument and the library versions, written last: its presence marks the run as finished."""
+    record = {type(a).__name__: _jsonable(dataclasses.asdict(a)) for a in arg_objects}
+    record["versions"] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "python": sys.version.split()[0],
+    }
+    Path(output_dir, FINISHED_MARKER).write_text(json.dumps(record, indent=2, default=str))
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["infer_num_channels", "resolve_checkpoint", "save_run_config", "setup_logging"]

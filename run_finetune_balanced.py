@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""LiVT stage 2, Balanced Fine-Tuning: a LiVT classifier from the MGP checkpoint, trained with Bal-BCE.
+
+    python run_finetune_balanced.py                 # after run_pretrain_mae.py, Fashion-MNIST-LT (ρ = 100)
+    python run_finetune_balanced.py recipes/imagenet_lt_finetune.json
+    python run_finetune_balanced.py --loss ce       # the plain-CE baseline on the same split
+
+The best epoch is chosen on the validation split; the test split is evaluated once, at the end.
+"""
+
+import json
+from pathlib import Path
+
+from transformers import ViTImageProcessor
+
+from livt_hf.arguments import FinetuneDataArguments, FinetuneModelArguments, FinetuningArguments, parse_args
+from livt_hf.data import batch_transform, eval_transform, prepare_splits, train_transform
+from livt_hf.metrics import format_report, long_tail_report
+from livt_hf.modeling_livt import LiVTForImageClassification
+from livt_hf.runs import logger, resolve_checkpoint, save_run_config, setup_logging
+from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
+
+
+def main():
+    model_args, data_args, training_args = parse_args(FinetuneModelArguments, FinetuneDataArguments, FinetuningArguments)
+    setup_logging(training_args)
+    checkpoint = resolve_checkpoint(training_args)
+    logger.info("Total train batch %d; %s", training_args.total_train_batch_size, training_args.lr_rule)
+
+    splits, split_info = prepare_splits(data_args)
+    names = split_info.class_names
+    overrides = {"image_size": model_args.image_size} if model_args.image_size else {}
+    model = LiVTForImageClassification.from_mae_pretrained(
+        model_args.mae_checkpoint,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        class_counts=split_info.train_counts,
+        loss=model_args.loss,
+        tau=model_args.tau,
+        drop_path_rate=model_args.drop_path_rate,
+        **overrides,
+    )
+    config = model.config
+    logger.info("Loss %s (τ = %g), train class counts %s", config.loss, config.tau, config.class_counts)
+
+    size, channels = config.image_size, config.num_channels
+    processor = ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=[0.5] * channels, image_std=[0.5] * channels
+    )
+    mean, std = processor.image_mean, processor.image_std
+    splits["train"].set_transform(
+        batch_transform(train_transform(size, mean, std, data_args.crop_min_scale), channels)
+    )
+    for split in ("validation", "test"):
+        splits[split].set_transform(batch_transform(eval_transform(size, mean, std), channels))
+
+    trainer = BalancedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=processor,
+        compute_metrics=long_tail_compute_metrics(
+            split_info.train_counts, data_args.many_threshold, data_args.few_threshold
+        ),
+        layer_decay=model_args.layer_decay,
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    trainer.save_metrics("eval", trainer.evaluate(metric_key_prefix="eval"))
+
+    # The test split is used once, here, after the model was chosen on validation.
+    test = trainer.predict(splits["test"], metric_key_prefix="test")
+    trainer.save_metrics("test", test.metrics)
+    report = long_tail_report(
+        test.predictions.argmax(-1),
+        test.label_ids,
+        split_info.train_counts,
+        names,
+        data_args.many_threshold,
+        data_args.few_threshold,
+    )
+    table = format_report(report, title=f"Test split ({sum(split_info.test_counts)} images), loss {config.loss}")
+    if trainer.is_world_process_zero():
+        out = Path(training_args.output_dir)
+        (out / "results.json").write_text(json.dumps(report, indent=2))
+        (out / "results.md").write_text(table)
+        split_info.save(out / "lt_split.json")
+        save_run_config(training_args.output_dir, model_args, data_args, training_args)
+        print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import pytest
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MAE = dict(
+    image_size=28,
+    patch_size=7,
+    num_channels=1,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=32,
+    norm_pix_loss=True,
+)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    if not Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: `apt-get install dataset-fashion-mnist` (the README's test command does).")
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def tiny_mae_dir(tmp_path_factory):
+    """A randomly initialised, tiny ViTMAE checkpoint (28 px, 1 channel, patch 7)."""
+    path = tmp_path_factory.mktemp("tiny_mae")
+    ViTMAEForPreTraining(ViTMAEConfig(**TINY_MAE)).save_pretrained(path)
+    return path

@@ -1,0 +1,121 @@
+"""Bal-BCE and Bal-CE against the papers' formulas, computed by hand with Python's math module."""
+
+import math
+
+import pytest
+import torch
+
+from livt_hf.losses import bal_bce_bias, build_loss, logit_bias, train_prior
+
+COUNTS = [600, 300, 90, 10]  # π = 0.6, 0.3, 0.09, 0.01
+LOGITS = torch.tensor([[1.5, -0.3, 0.2, -2.0], [-0.7, 0.4, 2.2, 0.1]])
+LABELS = torch.tensor([0, 3])
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def hand_bal_bce(logits, targets, counts, tau, pi_t):
+    """LiVT Thm. 3 written out element by element; sum over classes, mean over the batch."""
+    n = sum(counts)
+    pi_s = [c / n for c in counts]
+    bias = [(math.log(s) - math.log(t)) - (math.log(1 - s) - math.log(1 - t)) for s, t in zip(pi_s, pi_t)]
+    total = 0.0
+    for row, y in zip(logits.tolist(), targets.tolist()):
+        for z, b, yc in zip(row, bias, y):
+            p = sigmoid(z + tau * b)
+            total -= yc * math.log(p) + (1 - yc) * math.log(1 - p)
+    return total / len(logits)
+
+
+def one_hot(labels):
+    return torch.nn.functional.one_hot(labels, 4).float()
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5, 1.3])
+@pytest.mark.parametrize("pi_t", [None, [0.1, 0.2, 0.3, 0.4]])
+def test_bal_bce_matches_theorem_3(tau, pi_t):
+    loss = build_loss("bal_bce", COUNTS, tau=tau, test_prior=pi_t)(LOGITS, LABELS)
+    expected = hand_bal_bce(LOGITS, one_hot(LABELS), COUNTS, tau, pi_t or [0.25] * 4)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_uniform_test_prior_gives_the_log_c_minus_1_form():
+    pi = train_prior(COUNTS)
+    closed_form = [math.log(p) - math.log(1 - p) + math.log(4 - 1) for p in pi.tolist()]
+    assert bal_bce_bias(pi, torch.full((4,), 0.25, dtype=torch.float64)).tolist() == pytest.approx(closed_form)
+
+
+def test_tau_takes_effect_and_tau_zero_is_plain_bce():
+    losses = [build_loss("bal_bce", COUNTS, tau=t)(LOGITS, LABELS).item() for t in (0.0, 0.5, 1.0)]
+    assert len(set(losses)) == 3
+    assert losses[0] == pytest.approx(build_loss("bce")(LOGITS, LABELS).item())
+
+
+def test_soft_targets():
+    loss = build_loss("bal_bce", COUNTS)
+    assert loss(LOGITS, one_hot(LABELS)).item() == pytest.approx(loss(LOGITS, LABELS).item())
+    # a mixup target λ·e_a + (1 − λ)·e_b: both losses are linear in the target
+    lam, other = 0.7, torch.tensor([2, 1])
+    soft = lam * one_hot(LABELS) + (1 - lam) * one_hot(other)
+    expected = hand_bal_bce(LOGITS, soft, COUNTS, 1.0, [0.25] * 4)
+    assert loss(LOGITS, soft).item() == pytest.approx(expected, rel=1e-6)
+    ce = build_loss("bal_ce", COUNTS)
+    mixed = lam * ce(LOGITS, LABELS) + (1 - lam) * ce(LOGITS, other)
+    assert ce(LOGITS, soft).item() == pytest.approx(mixed.item(), rel=1e-6)
+
+
+def test_bal_ce_is_ce_on_bayias_adjusted_logits():
+    n = sum(COUNTS)
+    total = 0.0
+    for row, y in zip(LOGITS.tolist(), LABELS.tolist()):
+        adjusted = [z + math.log(c / n) + math.log(4) for z, c in zip(row, COUNTS)]  # + log π + log C
+        total -= adjusted[y] - math.log(sum(math.exp(a) for a in adjusted))
+    assert build_loss("bal_ce", COUNTS)(LOGITS, LABELS).item() == pytest.approx(total / 2, rel=1e-6)
+
+
+def test_bayias_is_plain_ce_on_a_balanced_train_set():
+    balanced = build_loss("bal_ce", [50, 50, 50, 50])(LOGITS, LABELS)
+    assert balanced.item() == pytest.approx(torch.nn.functional.cross_entropy(LOGITS, LABELS).item())
+
+
+def test_bal_bce_bias_approaches_bal_ce_bias_for_small_priors():
+    # LiVT Supp. B / Fig. 4 (C = 1000): B_bce − B_ce = −log(1 − π) + log((C − 1)/C) → 0 as π → 0
+    counts = [10_000] + [1] * 999
+    bce = logit_bias("bal_bce", counts)
+    ce = logit_bias("bal_ce", counts)
+    assert (bce[1:] - ce[1:]).abs().max() < 2e-3
+    assert bce[0] - ce[0] > 1.0  # but the head gets a clearly larger bias
+
+
+def test_bal_bce_gradient_of_a_class_ignores_other_classes_biases():
+    # Supp. B: ∂L/∂z_j depends on B_j only; change every other class's count and z_j's gradient is unchanged
+    def grad(counts):
+        z = LOGITS.clone().requires_grad_()
+        build_loss("bal_bce", counts, test_prior=[0.25] * 4)(z, LABELS).backward()
+        return z.grad[:, 2]
+
+    # π_2 = 90/1000 in both; the other classes change
+    assert torch.allclose(grad(COUNTS), grad([100, 700, 90, 110]))
+    assert not torch.allclose(grad(COUNTS), grad([600, 300, 50, 50]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(loss="focal_ce"), "Unknown loss"),
+        (dict(loss="ce", tau=2.0), "no effect on loss 'ce'"),
+        (dict(loss="bal_bce", class_counts=[5, 0, 1]), "no training images"),
+        (dict(loss="bal_bce", class_counts=None), "needs the train class counts"),
+        (dict(loss="bal_bce", class_counts=[5, 5], test_prior=[0.9, 0.3]), "summing to 1"),
+    ],
+)
+def test_bad_loss_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_loss(**kwargs)
+
+
+def test_label_outside_num_labels_is_an_error():
+    with pytest.raises(ValueError, match="0 … 3"):
+        build_loss("bal_bce", COUNTS)(LOGITS, torch.tensor([0, 4]))
