@@ -1,12 +1,14 @@
 import os
-from pathlib import Path
 
-import pytest
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any HF import: tests never reach the network
 
-from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist
+from pathlib import Path  # noqa: E402
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest  # noqa: E402
+from transformers import ViTMAEConfig, ViTMAEForPreTraining  # noqa: E402
+
+from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_MAE = dict(

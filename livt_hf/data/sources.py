@@ -91,11 +91,9 @@ def load_image_folders(train_dir: str, test_dir: str, validation_dir: str | None
     for split, folder in data_files.items():
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--{split}_dir {folder} is not a directory.")
-    dataset = load_dataset("imagefolder", data_files={k: f"{v}/**" for k, v in data_files.items()})
-    names = {split: tuple(ds.features["label"].names) for split, ds in dataset.items()}
-    if len(set(names.values())) != 1:
-        raise ValueError(f"The image folders have different class folders: {names}. Give every split the same ones.")
-    return dataset
+    # One builder call for all splits: the class list is the union of their folders, so ids agree across splits
+    # (a class with no train folder then fails the split's empty-class check).
+    return load_dataset("imagefolder", data_files={k: f"{v}/**" for k, v in data_files.items()})
 
 
 def read_split_list(list_file: str, image_root: str) -> tuple[list[str], list[int]]:
@@ -140,7 +138,14 @@ def standardize_columns(dataset: DatasetDict, image_column: str, label_column: s
             )
     renames = {k: v for k, v in {image_column: "image", label_column: "label"}.items() if k != v}
     dataset = dataset.rename_columns(renames) if renames else dataset
-    first = next(iter(dataset.values()))
-    if not isinstance(first.features["label"], ClassLabel):
-        dataset = dataset.class_encode_column("label")
-    return dataset.select_columns(["image", "label"])
+    dataset = dataset.select_columns(["image", "label"])
+    if not isinstance(next(iter(dataset.values())).features["label"], ClassLabel):
+        # one sorted class list over all splits, so that ids agree between train and test
+        values = sorted({v for ds in dataset.values() for v in ds.unique("label")})
+        index = {v: i for i, v in enumerate(values)}
+        features = next(iter(dataset.values())).features.copy()
+        features["label"] = ClassLabel(names=[str(v) for v in values])
+        dataset = dataset.map(
+            lambda labels: {"label": [index[v] for v in labels]}, input_columns="label", batched=True, features=features
+        )
+    return dataset

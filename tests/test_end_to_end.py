@@ -1,0 +1,99 @@
+"""Both scripts, as a user runs them, on a few hundred real Fashion-MNIST-LT images."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+SMALL_DATA = ["--max_per_class", "100", "--imbalance_ratio", "10", "--validation_split", "0.1",
+              "--max_test_samples", "300", "--use_cpu", "1"]  # fmt: skip
+SMALL_MAE = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2",
+             "--intermediate_size", "128", "--decoder_hidden_size", "32", "--decoder_num_hidden_layers", "1",
+             "--decoder_intermediate_size", "64", "--decoder_num_attention_heads", "2"]  # fmt: skip
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, text=True,
+                            cwd=REPO, timeout=600)  # fmt: skip
+    if check and result.returncode != 0:
+        pytest.fail(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    mae, livt = tmp / "mae", tmp / "livt"
+    run("run_pretrain_mae.py", *SMALL_DATA, *SMALL_MAE, "--num_train_epochs", 2,
+        "--per_device_train_batch_size", 32, "--output_dir", mae)  # fmt: skip
+    recipe = tmp / "finetune.json"  # a JSON recipe as the only argument
+    recipe.write_text(json.dumps({
+        "mae_checkpoint": str(mae), "output_dir": str(livt), "num_train_epochs": 20, "learning_rate": 3e-3,
+        "per_device_train_batch_size": 16, "max_per_class": 100, "imbalance_ratio": 10, "validation_split": 0.1,
+        "max_test_samples": 300, "use_cpu": True, "drop_path_rate": 0.05, "tau": 1.1, "many_threshold": 30,
+        "few_threshold": 12, "layer_decay": 0.8,
+    }))  # fmt: skip
+    finetune = run("run_finetune_balanced.py", recipe)
+    return mae, livt, finetune
+
+
+def test_pretraining_writes_a_checkpoint_and_the_split(runs):
+    mae, _, _ = runs
+    config = json.loads((mae / "config.json").read_text())
+    assert config["model_type"] == "vit_mae" and config["mask_ratio"] == 0.75 and config["norm_pix_loss"]
+    assert config["hidden_size"] == 64 and config["num_channels"] == 1
+    split = json.loads((mae / "lt_split.json").read_text())
+    assert split["train_counts"][0] == 100 and split["train_counts"][-1] == 10 and sum(split["train_counts"]) == 403
+    assert split["validation_counts"] == [10] * 10
+    for flag, value in zip(SMALL_MAE[::2], SMALL_MAE[1::2]):
+        assert config[flag.removeprefix("--")] == int(value), flag
+    run_config = json.loads((mae / "run_config.json").read_text())
+    assert run_config["PretrainingArguments"]["adam_beta2"] == 0.95
+    assert run_config["PretrainingArguments"]["learning_rate"] == pytest.approx(1.5e-3 * 32 / 256)  # blr × batch / 256
+
+
+def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
+    mae, livt, finetune = runs
+    results = json.loads((livt / "results.json").read_text())
+    assert results["metrics"]["accuracy"] > 0.2  # 10 classes: chance is 0.1
+    assert [c["train_count"] for c in results["classes"]] == json.loads((mae / "lt_split.json").read_text())["train_counts"]
+    assert sum(c["eval_count"] for c in results["classes"]) == 300
+    assert "few_accuracy" in results["metrics"]
+    assert "| overall | all 10 |" in finetune.stdout  # the table is printed
+    config = json.loads((livt / "config.json").read_text())
+    assert config["loss"] == "bal_bce" and config["class_counts"][0] == 100
+    assert config["tau"] == 1.1 and config["drop_path_rate"] == 0.05  # the recipe's options took effect
+    assert results["thresholds"] == {"many": 30, "few": 12}
+    # counts 100 77 59 46 35 27 21 16 12 10: many = count > 30, few = count < 12
+    assert results["groups"]["many"] == [0, 1, 2, 3, 4] and results["groups"]["few"] == [9]
+    args = json.loads((livt / "run_config.json").read_text())
+    assert args["FinetuneModelArguments"]["layer_decay"] == 0.8
+    # chosen on validation: the final eval metrics are those of the best validation epoch
+    state = json.loads(max(livt.glob("checkpoint-*/trainer_state.json")).read_text())
+    assert state["best_metric"] == pytest.approx(json.loads((livt / "eval_results.json").read_text())["eval_accuracy"])
+
+
+def test_rerun_into_a_finished_run_is_refused(runs):
+    mae, _, _ = runs
+    again = run("run_pretrain_mae.py", *SMALL_DATA, "--output_dir", mae, check=False)
+    assert again.returncode != 0 and "holds a finished run" in again.stderr and "--overwrite_output_dir" in again.stderr
+
+
+def test_finetuning_without_a_checkpoint_says_what_to_do(tmp_path):
+    result = run("run_finetune_balanced.py", "--mae_checkpoint", tmp_path / "none", "--output_dir", tmp_path / "o",
+                 *SMALL_DATA, check=False)  # fmt: skip
+    assert result.returncode != 0 and "Run `python run_pretrain_mae.py` first" in result.stderr
+
+
+def test_pretraining_resumes_from_its_last_checkpoint(runs):
+    mae, _, _ = runs
+    state = lambda: json.loads(max(mae.glob("checkpoint-*/trainer_state.json"), key=lambda p: p.stat().st_mtime).read_text())
+    before = state()
+    run("run_pretrain_mae.py", *SMALL_DATA, *SMALL_MAE, "--num_train_epochs", 3, "--per_device_train_batch_size", 32,
+        "--output_dir", mae, "--resume_from_checkpoint", "last")  # fmt: skip
+    after = state()
+    assert before["epoch"] == 2 and after["epoch"] == 3
+    assert after["log_history"][: len(before["log_history"])] == before["log_history"]  # continued, not restarted

@@ -1,0 +1,97 @@
+"""Parameter groups (layer decay, no-decay set), the LR rule, and gradient accumulation in BalancedTrainer."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import HfArgumentParser
+
+from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
+from livt_hf.arguments import FinetuningArguments, PretrainingArguments
+from livt_hf.optim import layer_id, param_groups
+
+COUNTS = [40, 20, 10, 5]
+
+
+def tiny_model(**kwargs):
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, num_labels=4, class_counts=COUNTS, **kwargs)
+    return LiVTForImageClassification(config)
+
+
+def test_layer_ids_follow_both_checkpoint_layouts():
+    assert layer_id("vit.embeddings.cls_token", 3) == 0
+    assert layer_id("vit.layers.0.mlp.fc1.weight", 3) == 1
+    assert layer_id("vit.encoder.layer.2.output.dense.weight", 3) == 3  # transformers 4.x names
+    assert layer_id("head.weight", 3) == layer_id("fc_norm.bias", 3) == 4
+
+
+def test_param_groups_decay_lr_by_depth_and_skip_weight_decay_where_mae_does():
+    model = tiny_model()
+    groups = param_groups(model, learning_rate=1e-3, weight_decay=0.05, layer_decay=0.5)
+    lr_of, wd_of = {}, {}
+    for group in groups:
+        for p in group["params"]:
+            lr_of[id(p)], wd_of[id(p)] = group["lr"], group["weight_decay"]
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["head.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["vit.layers.2.attention.q_proj.weight"])] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(named["vit.layers.0.attention.q_proj.weight"])] == pytest.approx(1e-3 * 0.5**3)
+    assert lr_of[id(named["vit.embeddings.cls_token"])] == pytest.approx(1e-3 * 0.5**4)
+    for name in ("vit.embeddings.cls_token", "vit.embeddings.position_embeddings", "fc_norm.weight",
+                 "vit.layers.1.layernorm_before.weight", "head.bias"):
+        assert wd_of[id(named[name])] == 0.0, name
+    for name in ("head.weight", "vit.layers.1.mlp.fc1.weight", "vit.embeddings.patch_embeddings.projection.weight"):
+        assert wd_of[id(named[name])] == 0.05, name
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def parse(cls, *flags):
+    return HfArgumentParser(cls).parse_args_into_dataclasses(["--output_dir", "unused", "--use_cpu", "1", *flags])[0]
+
+
+def test_learning_rate_rule():
+    assert parse(PretrainingArguments).learning_rate == pytest.approx(1.5e-3)  # default blr × 256 / 256
+    assert parse(FinetuningArguments).learning_rate == pytest.approx(4e-3 * 64 / 256)
+    scaled = parse(FinetuningArguments, "--base_learning_rate", "2e-3", "--per_device_train_batch_size", "64",
+                   "--gradient_accumulation_steps", "2")
+    assert scaled.learning_rate == pytest.approx(2e-3 * 128 / 256) and "base_learning_rate" in scaled.lr_rule
+    explicit = parse(FinetuningArguments, "--learning_rate", "3e-4")
+    assert explicit.learning_rate == 3e-4 and "as given" in explicit.lr_rule
+    with pytest.raises(ValueError, match="Pass one"):
+        parse(FinetuningArguments, "--learning_rate", "3e-4", "--base_learning_rate", "1e-3")
+
+
+def test_trainer_optimizer_has_layer_decayed_groups(tmp_path):
+    args = parse(FinetuningArguments, "--learning_rate", "1e-3", "--output_dir", str(tmp_path), "--eval_strategy", "no",
+                 "--load_best_model_at_end", "0")
+    trainer = BalancedTrainer(model=tiny_model(), args=args, layer_decay=0.75)
+    optimizer = trainer.create_optimizer()
+    assert sorted({round(g["lr"], 12) for g in optimizer.param_groups}) == pytest.approx(
+        sorted({1e-3 * 0.75**k for k in range(5)})
+    )
+    assert optimizer.defaults["betas"] == (0.9, 0.99)
+
+
+def _train_one_step(tmp_path, batch_size, accumulation):
+    torch.manual_seed(0)
+    model = tiny_model(drop_path_rate=0.0)
+    data = Dataset.from_dict({"pixel_values": torch.randn(8, 1, 28, 28).tolist(), "labels": [0, 1, 2, 3, 0, 0, 1, 2]})
+    args = parse(
+        FinetuningArguments, "--learning_rate", "1e-2", "--output_dir", str(tmp_path),
+        "--per_device_train_batch_size", str(batch_size), "--gradient_accumulation_steps", str(accumulation),
+        "--max_steps", "1", "--warmup_steps", "0", "--eval_strategy", "no", "--save_strategy", "no",
+        "--load_best_model_at_end", "0", "--lr_scheduler_type", "constant", "--lr_scheduler_kwargs", "{}",
+    )
+    trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"))
+    loss = trainer.train().training_loss
+    return loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    loss_a, big = _train_one_step(tmp_path / "a", batch_size=8, accumulation=1)
+    loss_b, accumulated = _train_one_step(tmp_path / "b", batch_size=4, accumulation=2)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for name in big:
+        assert torch.allclose(big[name], accumulated[name], atol=1e-6), name
+    changed = any(not torch.equal(big[n], tiny_model(drop_path_rate=0.0).state_dict()[n]) for n in ["head.weight"])
+    assert changed
