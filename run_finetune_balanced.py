@@ -11,21 +11,17 @@ The best epoch is chosen on the validation split; the test split is evaluated on
 import json
 from pathlib import Path
 
-from transformers import ViTImageProcessor
-
 from livt_hf.arguments import FinetuneDataArguments, FinetuneModelArguments, FinetuningArguments, parse_args
-from livt_hf.data import batch_transform, eval_transform, prepare_splits, train_transform
+from livt_hf.data import attach_transforms, image_processor, prepare_splits
 from livt_hf.metrics import format_report, long_tail_report
 from livt_hf.modeling_livt import LiVTForImageClassification
-from livt_hf.runs import logger, resolve_checkpoint, save_run_config, setup_logging
+from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
 
 def main():
     model_args, data_args, training_args = parse_args(FinetuneModelArguments, FinetuneDataArguments, FinetuningArguments)
-    setup_logging(training_args)
-    checkpoint = resolve_checkpoint(training_args)
-    logger.info("Total train batch %d; %s", training_args.total_train_batch_size, training_args.lr_rule)
+    checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
     names = split_info.class_names
@@ -43,16 +39,12 @@ def main():
     config = model.config
     logger.info("Loss %s (τ = %g), train class counts %s", config.loss, config.tau, config.class_counts)
 
-    size, channels = config.image_size, config.num_channels
-    processor = ViTImageProcessor(
-        size={"height": size, "width": size}, image_mean=[0.5] * channels, image_std=[0.5] * channels
-    )
-    mean, std = processor.image_mean, processor.image_std
-    splits["train"].set_transform(
-        batch_transform(train_transform(size, mean, std, data_args.crop_min_scale), channels)
-    )
-    for split in ("validation", "test"):
-        splits[split].set_transform(batch_transform(eval_transform(size, mean, std), channels))
+    data_channels = infer_num_channels(splits["train"])
+    if data_channels != config.num_channels:
+        logger.warning("Images have %d channel(s), the checkpoint %d: they are converted to %s.",
+                       data_channels, config.num_channels, "grayscale" if config.num_channels == 1 else "RGB")
+    processor = image_processor(config.image_size, config.num_channels)
+    attach_transforms(splits, processor, data_args.crop_min_scale)
 
     trainer = BalancedTrainer(
         model=model,

@@ -6,44 +6,26 @@
     accelerate launch run_pretrain_mae.py --train_dir … --test_dir … --image_size 224 --patch_size 16 …
 """
 
-from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+import dataclasses
+
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, parse_args
-from livt_hf.data import batch_transform, eval_transform, prepare_splits, train_transform
-from livt_hf.runs import infer_num_channels, logger, resolve_checkpoint, save_run_config, setup_logging
+from livt_hf.data import attach_transforms, image_processor, prepare_splits
+from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
 from livt_hf.trainer import MAEPretrainingTrainer
 
 
 def main():
     model_args, data_args, training_args = parse_args(PretrainModelArguments, PretrainDataArguments, PretrainingArguments)
-    setup_logging(training_args)
-    checkpoint = resolve_checkpoint(training_args)
-    logger.info("Total train batch %d; %s", training_args.total_train_batch_size, training_args.lr_rule)
+    checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
+    del splits["test"]  # MGP never sees the test split
     channels = model_args.num_channels or infer_num_channels(splits["train"])
-    config = ViTMAEConfig(
-        image_size=model_args.image_size,
-        patch_size=model_args.patch_size,
-        num_channels=channels,
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        decoder_hidden_size=model_args.decoder_hidden_size,
-        decoder_num_hidden_layers=model_args.decoder_num_hidden_layers,
-        decoder_num_attention_heads=model_args.decoder_num_attention_heads,
-        decoder_intermediate_size=model_args.decoder_intermediate_size,
-        mask_ratio=model_args.mask_ratio,
-        norm_pix_loss=model_args.norm_pix_loss,
-    )
-    processor = ViTImageProcessor(
-        size={"height": config.image_size, "width": config.image_size}, image_mean=[0.5] * channels, image_std=[0.5] * channels
-    )
-    mean, std = processor.image_mean, processor.image_std
-    augment = train_transform(config.image_size, mean, std, data_args.crop_min_scale)
-    splits["train"].set_transform(batch_transform(augment, channels, with_labels=False))
-    splits["validation"].set_transform(batch_transform(eval_transform(config.image_size, mean, std), channels, with_labels=False))
+    config = ViTMAEConfig(**dataclasses.asdict(model_args) | {"num_channels": channels})
+    processor = image_processor(config.image_size, channels)
+    attach_transforms(splits, processor, data_args.crop_min_scale, with_labels=False)  # ViTMAE takes no labels
 
     trainer = MAEPretrainingTrainer(
         model=ViTMAEForPreTraining(config),

@@ -26,6 +26,14 @@ def setup_logging(args: transformers.TrainingArguments) -> None:
         (log.setLevel if log is logger else log.set_verbosity)(level)
 
 
+def start_run(args) -> str | None:
+    """Logging, the output-folder check, and the learning-rate rule in the log; returns the checkpoint to resume."""
+    setup_logging(args)
+    checkpoint = resolve_checkpoint(args)
+    logger.info("Total train batch %d; %s", args.total_train_batch_size, args.lr_rule)
+    return checkpoint
+
+
 def resolve_checkpoint(args: transformers.TrainingArguments) -> str | None:
     """The checkpoint to resume from, after checking output_dir holds nothing we would silently clobber.
 
@@ -79,4 +87,4 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-__all__ = ["infer_num_channels", "resolve_checkpoint", "save_run_config", "setup_logging"]
+__all__ = ["infer_num_channels", "resolve_checkpoint", "save_run_config", "setup_logging", "start_run"]

@@ -17,9 +17,17 @@ from .sources import (
     load_image_folders,
     load_split_lists,
 )
-from .transforms import batch_transform, eval_transform, image_mode, train_transform
+from .transforms import (
+    attach_transforms,
+    batch_transform,
+    eval_transform,
+    image_mode,
+    image_processor,
+    train_transform,
+)
 
 __all__ = [
+    "attach_transforms",
     "FASHION_MNIST_DIR",
     "LongTailSplit",
     "balanced_counts",
@@ -29,6 +37,7 @@ __all__ = [
     "eval_transform",
     "exponential_counts",
     "image_mode",
+    "image_processor",
     "load_fashion_mnist",
     "load_hub_dataset",
     "load_image_folders",

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from datasets import DatasetDict
 from torchvision.transforms import v2 as T
+from transformers import ViTImageProcessor
 
 
 def image_mode(num_channels: int) -> str:
@@ -62,3 +64,23 @@ def batch_transform(transform: Callable, num_channels: int, with_labels: bool = 
         return out
 
     return apply
+
+
+def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
+    """The processor saved with every checkpoint: its size, mean and std are what the transforms use."""
+    image_mode(num_channels)
+    return ViTImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5] * num_channels,
+        image_std=[0.5] * num_channels,
+    )
+
+
+def attach_transforms(
+    splits: DatasetDict, processor: ViTImageProcessor, crop_min_scale: float, with_labels: bool = True
+) -> None:
+    """Training augmentation on `train`, the deterministic eval transform on every other split."""
+    size, mean, std = processor.size["height"], processor.image_mean, processor.image_std
+    for name, split in splits.items():
+        transform = train_transform(size, mean, std, crop_min_scale) if name == "train" else eval_transform(size, mean, std)
+        split.set_transform(batch_transform(transform, len(mean), with_labels))
