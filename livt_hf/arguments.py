@@ -198,13 +198,13 @@ class PretrainingArguments(ScaledLRTrainingArguments):
 @dataclass
 class FinetuningArguments(ScaledLRTrainingArguments):
     """BFT defaults: LiVT Table 10's optimizer (AdamW(0.9, 0.99), wd 0.05, cosine to 1e-6, warmup 10 %), sized for
-    the CPU demo (8 epochs at batch 64, base LR 4e-3 → peak 1e-3: more updates suit a short run; LiVT: 100 epochs,
+    the CPU demo (12 epochs at batch 64, base LR 4e-3 → peak 1e-3: more updates suit a short run; LiVT: 100 epochs,
     base LR 1e-3 at batch 1024: recipes/). The best epoch is chosen on the validation split."""
 
     default_base_learning_rate = 4e-3
 
     output_dir: str = field(default="outputs/livt-fmnist-lt")
-    num_train_epochs: float = field(default=8)
+    num_train_epochs: float = field(default=12)
     per_device_train_batch_size: int = field(default=64)
     per_device_eval_batch_size: int = field(default=256)
     weight_decay: float = field(default=0.05)

@@ -44,3 +44,16 @@ def test_report_table_marks_empty_groups():
     assert "| overall | all 10 | 100.00 |" in table
     assert "| 9 | c9 | 50 | 3 | 100.00 |" in table
     assert all(np.isfinite(v) for v in report["metrics"].values())
+
+
+def test_local_evaluate_module_loads_offline_and_agrees():
+    import evaluate
+
+    from livt_hf.metrics import LONG_TAIL_ACCURACY
+
+    metric = evaluate.load(LONG_TAIL_ACCURACY)
+    labels = np.repeat(np.arange(10), 4)
+    predictions = np.where(labels >= 8, 0, labels)  # medium classes 8, 9 all wrong
+    result = metric.compute(predictions=predictions, references=labels, train_counts=FMNIST_LT)
+    assert result == long_tail_metrics(predictions, labels, FMNIST_LT)
+    assert result["medium_accuracy"] == 0.0 and result["many_accuracy"] == 1.0 and result["accuracy"] == 0.8

@@ -1,4 +1,6 @@
-"""Evaluation metrics as pure functions over predictions and labels."""
+"""Evaluation metrics as pure functions over predictions and labels, and as local `evaluate` modules."""
+
+from pathlib import Path
 
 from .long_tail import (
     SHOT_GROUPS,
@@ -11,7 +13,11 @@ from .long_tail import (
     shot_groups,
 )
 
+# Path of the `evaluate` module: evaluate.load(LONG_TAIL_ACCURACY) works offline.
+LONG_TAIL_ACCURACY = str(Path(__file__).parent / "long_tail_accuracy" / "long_tail_accuracy.py")
+
 __all__ = [
+    "LONG_TAIL_ACCURACY",
     "SHOT_GROUPS",
     "THIRDS",
     "count_thirds",
