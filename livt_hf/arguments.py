@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data.long_tail import PROFILES
@@ -153,6 +154,9 @@ class ScaledLRTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image`: transforms read it lazily."})
     logging_steps: float = field(default=20)
     dataloader_num_workers: int = field(default=0)
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin host memory (default: when CUDA is there)."}
+    )
 
     def __post_init__(self):
         explicit_lr = self.learning_rate

@@ -80,13 +80,17 @@ def logit_bias(
 
 
 def as_probabilities(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Class ids (N,) → one-hot (N, C); soft targets (N, C) pass through. Either way float."""
+    """Class ids (N,) → one-hot (N, C); soft targets (N, C) pass through. Either way float.
+
+    Class ids are range-checked here only on the CPU: on an accelerator the check would stall every step on a
+    host-device sync. Every split's labels are checked when the splits are built (`class_counts`).
+    """
     if targets.ndim == 1:
         if targets.dtype.is_floating_point:
             raise ValueError("Class-id targets must be integers; soft targets must have shape (N, C).")
-        if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+        if targets.device.type == "cpu" and targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
             raise ValueError(f"Target class ids must lie in 0 … {num_classes - 1}.")
-        return F.one_hot(targets, num_classes).float()
+        return torch.zeros(len(targets), num_classes, device=targets.device).scatter_(1, targets[:, None], 1.0)
     if targets.shape[-1] != num_classes:
         raise ValueError(f"Soft targets have {targets.shape[-1]} classes, the logits {num_classes}.")
     return targets.float()
