@@ -22,14 +22,16 @@ FINISHED_MARKER = "run_config.json"
 def setup_logging(args: transformers.TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
     level = args.get_process_log_level()
-    for log in (logger, datasets.utils.logging, transformers.utils.logging):
-        (log.setLevel if log is logger else log.set_verbosity)(level)
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
 
 
 def start_run(args) -> str | None:
     """Logging, the output-folder check, and the learning-rate rule in the log; returns the checkpoint to resume."""
     setup_logging(args)
-    checkpoint = resolve_checkpoint(args)
+    with args.main_process_first(desc="checking output_dir"):  # rank 0 deletes (--overwrite_output_dir) first
+        checkpoint = resolve_checkpoint(args)
     logger.info("Total train batch %d; %s", args.total_train_batch_size, args.lr_rule)
     return checkpoint
 

@@ -62,6 +62,8 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     assert [c["train_count"] for c in results["classes"]] == json.loads((mae / "lt_split.json").read_text())["train_counts"]
     assert sum(c["eval_count"] for c in results["classes"]) == 300
     assert "few_accuracy" in results["metrics"]
+    assert set(results["calibration"]) == {"ece", "mce", "ace", "tace", "sce", "brier", "nll"}
+    assert 0 <= results["calibration"]["ece"] <= 1 and "| ECE | MCE |" in finetune.stdout
     assert "| overall | all 10 |" in finetune.stdout  # the table is printed
     config = json.loads((livt / "config.json").read_text())
     assert config["loss"] == "bal_bce" and config["class_counts"][0] == 100

@@ -1,0 +1,97 @@
+"""Calibration metrics (UniMix Eq. D.2–D.6) against hand computations and torchmetrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from livt_hf.metrics.calibration import (
+    adaptive_calibration_error,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    probabilities_from_logits,
+    static_calibration_error,
+    thresholded_adaptive_calibration_error,
+)
+
+
+def test_ece_and_mce_by_hand():
+    # top-1 confidences 0.9 (right), 0.9 (wrong), 0.61 (right), 1.0 (right): bins (0.867, 0.933], (0.6, 0.667], (0.933, 1]
+    probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.61, 0.39], [1.0, 0.0]])
+    labels = np.array([0, 0, 0, 0])
+    assert expected_calibration_error(probs, labels) == pytest.approx((2 * 0.4 + 0.39 + 0.0) / 4)
+    assert maximum_calibration_error(probs, labels) == pytest.approx(0.4)
+
+
+def test_confidence_of_exactly_one_lands_in_the_last_bin():
+    probs = np.array([[1.0, 0.0], [1.0, 0.0]])
+    assert expected_calibration_error(probs, np.array([0, 1])) == pytest.approx(0.5)  # one bin: acc 0.5, cfd 1.0
+    assert expected_calibration_error(probs, np.array([0, 0]), num_bins=15) == 0.0
+
+
+def test_ece_and_mce_agree_with_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 7)) * 3
+    probs = probabilities_from_logits(logits, "ce")
+    labels = rng.integers(0, 7, 500)
+    t_probs, t_labels = torch.tensor(probs), torch.tensor(labels)
+    for ours, norm in ((expected_calibration_error, "l1"), (maximum_calibration_error, "max")):
+        theirs = multiclass_calibration_error(t_probs, t_labels, num_classes=7, n_bins=15, norm=norm).item()
+        assert ours(probs, labels) == pytest.approx(theirs, abs=1e-6)
+
+
+def test_sce_by_hand():
+    # class 0: 0.81 (y=0, gap 0.19), 0.29 (y=0, gap 0.71); class 1: 0.19 (gap 0.19), 0.71 (gap 0.71); N = 2
+    probs = np.array([[0.81, 0.19], [0.29, 0.71]])
+    assert static_calibration_error(probs, np.array([0, 0])) == pytest.approx(((0.19 + 0.71) / 2 + (0.19 + 0.71) / 2) / 2)
+
+
+def test_ace_and_tace_by_hand():
+    probs = np.array([[0.1, 0.9], [0.4, 0.6], [0.6, 0.4], [0.9, 0.1]])
+    labels = np.array([1, 1, 0, 0])
+    # R = 2, per class: ranges {0.1, 0.4} (acc 0, cfd 0.25) and {0.6, 0.9} (acc 1, cfd 0.75): (0.25 + 0.25) · 2 / (2 · 2)
+    assert adaptive_calibration_error(probs, labels, num_ranges=2) == pytest.approx(0.25)
+    # ε = 0.2 drops 0.1: ranges {0.4, 0.6} (acc 0.5, cfd 0.5) and {0.9} (acc 1, cfd 0.9): 0.1 · 2 / 4
+    assert thresholded_adaptive_calibration_error(probs, labels, num_ranges=2, threshold=0.2) == pytest.approx(0.05)
+
+
+def test_brier_and_nll_by_hand():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8]])
+    labels = np.array([0, 0])
+    assert brier_score(probs, labels) == pytest.approx((0.09 + 0.09 + 0.64 + 0.64) / 4)  # 1/(N·C), Eq. D.6
+    assert negative_log_likelihood(probs, labels) == pytest.approx(-(math.log(0.7) + math.log(0.2)) / 2)
+
+
+def test_probabilities_per_loss_family():
+    logits = np.array([[2.0, 0.0, -1.0], [-3.0, 1.0, 0.5]])
+    soft = probabilities_from_logits(logits, "bal_ce")
+    assert np.allclose(soft, torch.softmax(torch.tensor(logits), -1).numpy())
+    sig = probabilities_from_logits(logits, "bal_bce")
+    expected = 1 / (1 + np.exp(-logits))
+    assert np.allclose(sig, expected / expected.sum(-1, keepdims=True))
+    assert np.allclose(sig.sum(-1), 1) and (sig.argmax(-1) == logits.argmax(-1)).all()
+
+
+def test_calibration_metrics_of_a_perfect_model():
+    probs = np.eye(4)[[0, 1, 2, 3, 0]]
+    metrics = calibration_metrics(probs, np.array([0, 1, 2, 3, 0]))
+    assert metrics["ece"] == metrics["mce"] == metrics["sce"] == metrics["brier"] == 0.0
+    assert metrics["nll"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_local_evaluate_module_loads_offline_and_agrees():
+    import evaluate
+
+    from livt_hf.metrics import CALIBRATION_ERROR
+
+    rng = np.random.default_rng(1)
+    probs = probabilities_from_logits(rng.normal(size=(60, 4)), "bal_bce")
+    labels = rng.integers(0, 4, 60)
+    result = evaluate.load(CALIBRATION_ERROR).compute(predictions=probs, references=labels)
+    assert result == pytest.approx(calibration_metrics(probs, labels))
