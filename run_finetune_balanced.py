@@ -13,6 +13,7 @@ from pathlib import Path
 
 from livt_hf.arguments import FinetuneDataArguments, FinetuneModelArguments, FinetuningArguments, parse_args
 from livt_hf.data import attach_transforms, image_processor, prepare_splits
+from livt_hf.losses import LOSS_DEFAULTS
 from livt_hf.metrics import calibration_metrics, format_report, long_tail_report, probabilities_from_logits
 from livt_hf.modeling_livt import LiVTForImageClassification
 from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
@@ -34,6 +35,8 @@ def main():
         loss=model_args.loss,
         tau=model_args.tau,
         drop_path_rate=model_args.drop_path_rate,
+        cosine_head=model_args.cosine_head,
+        **{name: getattr(model_args, name) for name in LOSS_DEFAULTS},
         **overrides,
     )
     config = model.config

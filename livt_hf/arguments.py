@@ -12,7 +12,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .data.long_tail import PROFILES
 from .data.sources import FASHION_MNIST_DIR
-from .losses import LOSSES
+from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES
 
 
 
@@ -125,7 +125,18 @@ class FinetuneModelArguments:
         default=None, metadata={"help": "Fine-tuning resolution; default: the checkpoint's. Position embeddings resize."}
     )
     loss: str = field(default="bal_bce", metadata={"help": f"One of {LOSSES}."})
-    tau: float = field(default=1.0, metadata={"help": "τ of the prior bias (bal_ce, bal_bce)."})
+    tau: float = field(default=1.0, metadata={"help": f"τ of the prior bias ({', '.join(PRIOR_AWARE_LOSSES)})."})
+    cosine_head: bool = field(default=False, metadata={"help": "Cosine-similarity logits (needed by ldam)."})
+    focal_gamma: float = field(default=LOSS_DEFAULTS["focal_gamma"], metadata={"help": "γ of focal."})
+    cb_beta: float = field(default=LOSS_DEFAULTS["cb_beta"], metadata={"help": "β of cb and of DRW's weights."})
+    ldam_max_margin: float = field(default=LOSS_DEFAULTS["ldam_max_margin"], metadata={"help": "LDAM's largest Δ."})
+    ldam_scale: float = field(default=LOSS_DEFAULTS["ldam_scale"], metadata={"help": "LDAM's logit scale s."})
+    drw_epoch: int | None = field(
+        default=LOSS_DEFAULTS["drw_epoch"], metadata={"help": "Deferred re-weighting from this epoch (0-based)."}
+    )
+    negative_tolerance: float = field(
+        default=LOSS_DEFAULTS["negative_tolerance"], metadata={"help": "λ of nt_bce / nt_bce_bal."}
+    )
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the last layer."})
     layer_decay: float = field(default=0.75, metadata={"help": "Layer-wise LR decay (LiVT: 0.75)."})
 

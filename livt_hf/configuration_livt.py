@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
-from .losses import LOSSES, PRIOR_AWARE_LOSSES, logit_bias
+from .losses import LOSS_DEFAULTS, LOSSES, build_loss
 
 # Fields that define the encoder's weights: a ViTMAE checkpoint must agree on all of them.
 ENCODER_GEOMETRY = (
@@ -34,6 +34,9 @@ class LiVTConfig(ViTConfig):
     tau (`float`): τ, the scale of the prior bias (LiVT Table 10: 1.0, Places-LT 1.05).
     drop_path_rate (`float`): stochastic depth, rising linearly from 0 to this over the layers.
     head_init_std (`float`): std of the classifier weights at init (MAE fine-tuning: 2e-5, a near-zero head).
+    cosine_head (`bool`): logits are cosines between the pooled feature and each class weight (needed by `ldam`).
+    focal_gamma, cb_beta, ldam_max_margin, ldam_scale, drw_epoch, negative_tolerance: loss parameters, see
+        `livt_hf.losses` (each may differ from its default only for a loss that uses it).
     """
 
     model_type = "livt"
@@ -44,6 +47,17 @@ class LiVTConfig(ViTConfig):
     tau: float = 1.0
     drop_path_rate: float = 0.1
     head_init_std: float = 2e-5
+    cosine_head: bool = False
+    focal_gamma: float = LOSS_DEFAULTS["focal_gamma"]
+    cb_beta: float = LOSS_DEFAULTS["cb_beta"]
+    ldam_max_margin: float = LOSS_DEFAULTS["ldam_max_margin"]
+    ldam_scale: float = LOSS_DEFAULTS["ldam_scale"]
+    drw_epoch: int | None = LOSS_DEFAULTS["drw_epoch"]
+    negative_tolerance: float = LOSS_DEFAULTS["negative_tolerance"]
+
+    def loss_params(self) -> dict:
+        """The `LOSS_DEFAULTS` parameters as this config sets them."""
+        return {name: getattr(self, name) for name in LOSS_DEFAULTS}
 
     def validate_livt(self):
         if self.loss not in LOSSES:
@@ -52,12 +66,12 @@ class LiVTConfig(ViTConfig):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
         if not self.tau >= 0:
             raise ValueError(f"tau must be ≥ 0, got {self.tau}.")
-        if self.loss not in PRIOR_AWARE_LOSSES and self.tau != 1.0:
-            raise ValueError(f"tau = {self.tau} has no effect on loss {self.loss!r}; it applies to {PRIOR_AWARE_LOSSES}.")
         if self.class_counts is not None and len(self.class_counts) != self.num_labels:
             raise ValueError(f"class_counts has {len(self.class_counts)} entries but the model has {self.num_labels} labels.")
-        if self.loss in PRIOR_AWARE_LOSSES and self.class_counts is not None:
-            logit_bias(self.loss, self.class_counts, self.test_prior)  # raises on bad counts / prior
+        if self.loss == "ldam" and not self.cosine_head:
+            raise ValueError("LDAM's scale multiplies cosine logits: set cosine_head=True (--cosine_head) with loss 'ldam'.")
+        if self.class_counts is not None:  # without counts (a bare config) the loss is checked when it is built
+            build_loss(self.loss, self.class_counts, self.tau, self.test_prior, **self.loss_params())
 
 
 __all__ = ["ENCODER_FIELDS", "ENCODER_GEOMETRY", "LiVTConfig"]

@@ -1,14 +1,26 @@
 """Prior-aware classification losses. Each formula lives here once; the config names which one a model trains with.
 
 All losses take logits z (N, C) and targets that are class ids (N,) or soft targets (N, C) whose rows sum to 1
-(mixup/cutmix). Reduction: sum over classes, mean over the batch (as LiVT's Bal-BCE).
+(mixup/cutmix); every loss accepts both. Reduction: sum over classes, mean over the batch (as LiVT's Bal-BCE).
 
-- ``ce``:      softmax cross-entropy.
+Softmax family (predict with softmax(z)):
+- ``ce``:      cross-entropy.
 - ``bal_ce``:  Bayias / balanced softmax: CE on z + τ·(log π_train − log π_test)  (UniMix Eq. 10; with a uniform
-               test prior, z + τ·(log π + log C)).
-- ``bce``:     sigmoid binary cross-entropy, one binary problem per class.
+               test prior, z + τ·(log π + log C)). UniMix §3.2 writes the test-prior margin as log π + log π',
+               a sign slip: Bayes' rule divides by the train prior and multiplies by the test prior.
+- ``la``:      logit adjustment (Menon et al. 2021): CE on z + τ·log π_train; it assumes a balanced test set and
+               equals ``bal_ce`` then (softmax ignores the constant log C).
+- ``focal``:   focal loss (Lin et al. 2017): −Σ_c y_c (1 − p_c)^γ log p_c.
+- ``cb``:      class-balanced CE (Cui et al. 2019): class weights (1 − β) / (1 − β^n_c), scaled to sum to C.
+- ``ldam``:    LDAM (Cao et al. 2019): CE on s·(cos − y ⊙ Δ), Δ_c ∝ n_c^(−1/4) with max Δ = max_margin; needs the
+               cosine head. With ``drw_epoch`` (any softmax loss but ``cb``), deferred re-weighting switches the
+               class-balanced weights on from that epoch.
+Sigmoid family (one binary problem per class):
+- ``bce``:     binary cross-entropy.
 - ``bal_bce``: LiVT Thm. 2/3: BCE on z + τ·B, B = (log π_s − log π_t) − (log(1 − π_s) − log(1 − π_t));
                uniform test prior gives B = log π − log(1 − π) + log(C − 1).
+- ``nt_bce``:  negative-tolerant BCE (LiVT Supp. E.3): −Σ_c [y_c log σ(z_c) + (1 − y_c)/λ · log(1 − σ(λ z_c))].
+- ``nt_bce_bal``: NT-BCE on z + τ·B with Bal-BCE's full bias (test-prior terms included).
 
 The biases are added only during training: at test time argmax z is the prediction for the test prior the
 loss was built with (logit adjustment, Menon et al. 2021).
@@ -22,8 +34,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "bal_ce", "bce", "bal_bce")
-PRIOR_AWARE_LOSSES = ("bal_ce", "bal_bce")
+LOSSES = ("ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal")
+SIGMOID_LOSSES = ("bce", "bal_bce", "nt_bce", "nt_bce_bal")
+PRIOR_AWARE_LOSSES = ("bal_ce", "la", "bal_bce", "nt_bce_bal")  # the losses τ applies to
+
+# Loss hyper-parameters, their defaults, and the losses that use each (a changed value elsewhere is an error).
+LOSS_DEFAULTS = {
+    "focal_gamma": 2.0,
+    "cb_beta": 0.9999,
+    "ldam_max_margin": 0.5,
+    "ldam_scale": 30.0,
+    "drw_epoch": None,
+    "negative_tolerance": 1.0,
+}
+_USED_BY = {
+    "focal_gamma": ("focal",),
+    "cb_beta": ("cb", "drw"),
+    "ldam_max_margin": ("ldam",),
+    "ldam_scale": ("ldam",),
+    "drw_epoch": ("ce", "bal_ce", "la", "focal", "ldam"),
+    "negative_tolerance": ("nt_bce", "nt_bce_bal"),
+}
 
 
 def train_prior(class_counts: Sequence[int]) -> torch.Tensor:
@@ -62,21 +93,43 @@ def bal_bce_bias(pi_s: torch.Tensor, pi_t: torch.Tensor) -> torch.Tensor:
     return (pi_s.log() - pi_t.log()) - ((-pi_s).log1p() - (-pi_t).log1p())
 
 
-_BIASES = {"bal_ce": bal_ce_bias, "bal_bce": bal_bce_bias}
+def la_bias(pi_s: torch.Tensor, pi_t: torch.Tensor) -> torch.Tensor:
+    """Logit adjustment: log π_s (a balanced test set is assumed, so π_t is not used)."""
+    return pi_s.log()
+
+
+_BIASES = {"bal_ce": bal_ce_bias, "la": la_bias, "bal_bce": bal_bce_bias, "nt_bce_bal": bal_bce_bias}
 
 
 def logit_bias(
     loss: str, class_counts: Sequence[int] | None, test_prior_values: Sequence[float] | None = None
 ) -> torch.Tensor | None:
-    """The per-class bias B a loss adds to the logits during training (None for the plain losses)."""
+    """The per-class bias B a loss adds to the logits during training (None for the losses without one)."""
     if loss not in LOSSES:
         raise ValueError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
     if loss not in _BIASES:
         return None
     if class_counts is None:
         raise ValueError(f"Loss {loss!r} needs the train class counts (config.class_counts).")
+    if loss == "la" and test_prior_values is not None:
+        raise ValueError("Loss 'la' assumes a balanced test set; for a known test prior use 'bal_ce'.")
     pi_s = train_prior(class_counts)
     return _BIASES[loss](pi_s, resolve_test_prior(len(pi_s), test_prior_values))
+
+
+def effective_number_weights(class_counts: Sequence[int], beta: float) -> torch.Tensor:
+    """Class-balanced weights (1 − β) / (1 − β^n_c), scaled to sum to C (Cui et al. 2019)."""
+    if not 0 <= beta < 1:
+        raise ValueError(f"cb_beta must be in [0, 1), got {beta}.")
+    counts = train_prior(class_counts).new_tensor(class_counts)
+    weights = (1 - beta) / (1 - beta**counts)
+    return weights * len(weights) / weights.sum()
+
+
+def ldam_margins(class_counts: Sequence[int], max_margin: float) -> torch.Tensor:
+    """Δ_c ∝ n_c^(−1/4), scaled so the rarest class gets `max_margin` (Cao et al. 2019)."""
+    margins = train_prior(class_counts).new_tensor(class_counts) ** -0.25
+    return margins * (max_margin / margins.max())
 
 
 def as_probabilities(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -96,43 +149,135 @@ def as_probabilities(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return targets.float()
 
 
-class LogitAdjustedLoss(nn.Module):
-    """CE (softmax) or BCE (sigmoid) on logits + τ·bias; `bias=None` gives the plain loss."""
+def softmax_cross_entropy(
+    z: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None = None, focal_gamma: float = 0.0
+) -> torch.Tensor:
+    """−Σ_c w_c (1 − p_c)^γ y_c log p_c, mean over the batch (γ = 0, w = 1: plain CE)."""
+    log_p = F.log_softmax(z, dim=-1)
+    per_class = -y * log_p
+    if focal_gamma:
+        per_class = per_class * (1 - log_p.exp()).pow(focal_gamma)
+    if class_weight is not None:
+        per_class = per_class * class_weight
+    return per_class.sum(-1).mean()
 
-    def __init__(self, activation: str, bias: torch.Tensor | None = None, tau: float = 1.0):
-        super().__init__()
-        if activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
-        self.activation = activation
-        self.tau = tau
-        # A plain attribute, not a buffer: the config rebuilds it, and HF's meta-device loading would wipe a
-        # non-persistent buffer. It follows the logits' device on first use.
-        self.bias = None if bias is None else bias.float()
+
+def sigmoid_cross_entropy(z: torch.Tensor, y: torch.Tensor, negative_tolerance: float = 1.0) -> torch.Tensor:
+    """−Σ_c [y_c log σ(z_c) + (1 − y_c)/λ · log(1 − σ(λ z_c))], mean over the batch (λ = 1: plain BCE)."""
+    lam = negative_tolerance
+    per_class = -y * F.logsigmoid(z) - (1 - y) * F.logsigmoid(-lam * z) / lam
+    return per_class.sum() / z.shape[0]
+
+
+class _ConstantsOnLogitsDevice(nn.Module):
+    """Per-class constants kept as plain CPU tensors, not buffers: the config rebuilds them, and HF's meta-device
+    loading would wipe a non-persistent buffer. They follow the logits' device on first use."""
+
+    def _on(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
+        value = getattr(self, name)
+        if value is not None and value.device != like.device:
+            value = value.to(like.device)
+            setattr(self, name, value)
+        return value
 
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
+        """z + τ·bias (z itself for losses without a bias), in float32."""
         logits = logits.float()
-        if self.bias is None:
-            return logits
-        if self.bias.device != logits.device:
-            self.bias = self.bias.to(logits.device)
-        return logits + self.tau * self.bias
+        bias = self._on("bias", logits)
+        return logits if bias is None else logits + self.tau * bias
+
+
+class SoftmaxLoss(_ConstantsOnLogitsDevice):
+    """ce, bal_ce, la, focal, cb, ldam: softmax cross-entropy on adjusted logits, optionally weighted, focal, or with
+    LDAM margins; `drw_weight` switches on at `drw_epoch` (`set_epoch` is called by the trainer)."""
+
+    def __init__(
+        self,
+        bias: torch.Tensor | None = None,
+        tau: float = 1.0,
+        class_weight: torch.Tensor | None = None,
+        focal_gamma: float = 0.0,
+        margins: torch.Tensor | None = None,
+        scale: float = 1.0,
+        drw_weight: torch.Tensor | None = None,
+        drw_epoch: int | None = None,
+    ):
+        super().__init__()
+        self.bias = None if bias is None else bias.float()
+        self.tau, self.focal_gamma, self.scale, self.drw_epoch = tau, focal_gamma, scale, drw_epoch
+        self.class_weight = None if class_weight is None else class_weight.float()
+        self.margins = None if margins is None else margins.float()
+        self.drw_weight = None if drw_weight is None else drw_weight.float()
+        self.weight_in_use = self.class_weight
+
+    def set_epoch(self, epoch: float) -> None:
+        """Deferred re-weighting: the class-balanced weights apply from epoch `drw_epoch` (0-based) on."""
+        if self.drw_epoch is not None:
+            self.weight_in_use = self.drw_weight if int(epoch) >= self.drw_epoch else None
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = self.adjust(logits)
         y = as_probabilities(targets, z.shape[-1])
-        if self.activation == "sigmoid":
-            return F.binary_cross_entropy_with_logits(z, y, reduction="sum") / z.shape[0]
-        return -(y * F.log_softmax(z, dim=-1)).sum(-1).mean()
+        margins = self._on("margins", z)
+        if margins is not None:
+            z = z - y * margins
+        weight = self.weight_in_use
+        if weight is not None and weight.device != z.device:
+            self.weight_in_use = weight = weight.to(z.device)
+        return softmax_cross_entropy(self.scale * z, y, weight, self.focal_gamma)
 
-    def extra_repr(self) -> str:
-        return f"activation={self.activation}, tau={self.tau}, adjusted={self.bias is not None}"
+
+class SigmoidLoss(_ConstantsOnLogitsDevice):
+    """bce, bal_bce, nt_bce, nt_bce_bal: per-class binary cross-entropy on adjusted logits."""
+
+    def __init__(self, bias: torch.Tensor | None = None, tau: float = 1.0, negative_tolerance: float = 1.0):
+        super().__init__()
+        if not negative_tolerance > 0:
+            raise ValueError(f"negative_tolerance (λ) must be > 0, got {negative_tolerance}.")
+        self.bias = None if bias is None else bias.float()
+        self.tau, self.negative_tolerance = tau, negative_tolerance
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = self.adjust(logits)
+        return sigmoid_cross_entropy(z, as_probabilities(targets, z.shape[-1]), self.negative_tolerance)
 
 
 def build_loss(
-    loss: str, class_counts: Sequence[int] | None = None, tau: float = 1.0, test_prior: Sequence[float] | None = None
-) -> LogitAdjustedLoss:
-    """The loss named `loss` (one of `LOSSES`) for a train set with `class_counts` and a test prior."""
+    loss: str,
+    class_counts: Sequence[int] | None = None,
+    tau: float = 1.0,
+    test_prior: Sequence[float] | None = None,
+    **params,
+) -> SoftmaxLoss | SigmoidLoss:
+    """The loss named `loss` for a train set with `class_counts`; `params` are the `LOSS_DEFAULTS` keys.
+
+    A τ or a parameter changed from its default for a loss that does not use it is an error, never ignored.
+    """
+    unknown = set(params) - set(LOSS_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown loss parameters {sorted(unknown)}; known: {sorted(LOSS_DEFAULTS)}.")
+    p = LOSS_DEFAULTS | params
     bias = logit_bias(loss, class_counts, test_prior)
-    if bias is None and tau != 1.0:
+    if loss not in PRIOR_AWARE_LOSSES and tau != 1.0:
         raise ValueError(f"τ = {tau} has no effect on loss {loss!r}; τ applies to {PRIOR_AWARE_LOSSES}.")
-    return LogitAdjustedLoss("sigmoid" if loss.endswith("bce") else "softmax", bias, tau)
+    uses = {loss} | ({"drw"} if p["drw_epoch"] is not None else set())
+    for name, value in params.items():
+        if value != LOSS_DEFAULTS[name] and not uses & set(_USED_BY[name]):
+            raise ValueError(f"{name} = {value} has no effect on loss {loss!r}; it applies to {_USED_BY[name]}.")
+    if loss in SIGMOID_LOSSES:
+        return SigmoidLoss(bias, tau, p["negative_tolerance"])
+    needs_counts = loss in ("cb", "ldam") or p["drw_epoch"] is not None
+    if needs_counts and class_counts is None:
+        raise ValueError(f"Loss {loss!r} needs the train class counts (config.class_counts).")
+    if p["drw_epoch"] is not None and p["drw_epoch"] < 0:
+        raise ValueError(f"drw_epoch must be ≥ 0, got {p['drw_epoch']}.")
+    return SoftmaxLoss(
+        bias,
+        tau,
+        class_weight=effective_number_weights(class_counts, p["cb_beta"]) if loss == "cb" else None,
+        focal_gamma=p["focal_gamma"] if loss == "focal" else 0.0,
+        margins=ldam_margins(class_counts, p["ldam_max_margin"]) if loss == "ldam" else None,
+        scale=p["ldam_scale"] if loss == "ldam" else 1.0,
+        drw_weight=effective_number_weights(class_counts, p["cb_beta"]) if p["drw_epoch"] is not None else None,
+        drw_epoch=p["drw_epoch"],
+    )

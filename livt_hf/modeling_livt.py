@@ -58,7 +58,8 @@ class LiVTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
         elif module is getattr(self, "head", None):
             init.trunc_normal_(module.weight, std=self.config.head_init_std)
-            init.zeros_(module.bias)
+            if module.bias is not None:
+                init.zeros_(module.bias)
 
 
 class LiVTModel(LiVTPreTrainedModel):
@@ -96,8 +97,8 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         super().__init__(config)
         self.vit = LiVTModel(config)
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.head = nn.Linear(config.hidden_size, config.num_labels)
-        self.loss_fn = build_loss(config.loss, config.class_counts, config.tau, config.test_prior)
+        self.head = nn.Linear(config.hidden_size, config.num_labels, bias=not config.cosine_head)
+        self.loss_fn = build_loss(config.loss, config.class_counts, config.tau, config.test_prior, **config.loss_params())
         self.post_init()
 
     def forward(
@@ -109,7 +110,11 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
     ) -> ImageClassifierOutput:
         outputs = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states)
         pooled = self.fc_norm(outputs.last_hidden_state[:, 1:].mean(dim=1))
-        logits = self.head(pooled)
+        if self.config.cosine_head:
+            weight = nn.functional.normalize(self.head.weight, dim=-1)
+            logits = nn.functional.linear(nn.functional.normalize(pooled, dim=-1), weight)
+        else:
+            logits = self.head(pooled)
         loss = self.loss_fn(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 

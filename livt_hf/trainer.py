@@ -57,6 +57,9 @@ class BalancedTrainer(LiVTTrainer):
         self.loss_fn = loss_fn if loss_fn is not None else self.accelerator.unwrap_model(self.model).loss_fn
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        set_epoch = getattr(self.loss_fn, "set_epoch", None)  # deferred re-weighting follows the epoch
+        if model.training and set_epoch is not None:
+            set_epoch(self.state.epoch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss = self.loss_fn(outputs.logits, labels)

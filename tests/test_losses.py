@@ -119,3 +119,94 @@ def test_bad_loss_settings(kwargs, message):
 def test_label_outside_num_labels_is_an_error():
     with pytest.raises(ValueError, match="0 … 3"):
         build_loss("bal_bce", COUNTS)(LOGITS, torch.tensor([0, 4]))
+
+
+def hand_ce(rows, labels, weights=None, gamma=0.0, scale=1.0, shift=None):
+    """−w_y (1 − p_y)^γ log p_y on scale·(z − shift), averaged, written out with math."""
+    total = 0.0
+    for row, y in zip(rows, labels):
+        z = [scale * (v - (shift[i] if shift and i == y else 0.0)) for i, v in enumerate(row)]
+        log_p = z[y] - math.log(sum(math.exp(v) for v in z))
+        total -= (weights[y] if weights else 1.0) * (1 - math.exp(log_p)) ** gamma * log_p
+    return total / len(rows)
+
+
+def test_la_is_ce_on_log_prior_adjusted_logits_and_equals_bayias_for_a_balanced_test():
+    n = sum(COUNTS)
+    adjusted = [[z + 0.7 * math.log(c / n) for z, c in zip(row, COUNTS)] for row in LOGITS.tolist()]
+    la = build_loss("la", COUNTS, tau=0.7)(LOGITS, LABELS)
+    assert la.item() == pytest.approx(hand_ce(adjusted, LABELS.tolist()), rel=1e-6)
+    assert la.item() == pytest.approx(build_loss("bal_ce", COUNTS, tau=0.7)(LOGITS, LABELS).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="for a known test prior use 'bal_ce'"):
+        build_loss("la", COUNTS, test_prior=[0.1, 0.2, 0.3, 0.4])
+
+
+def test_focal_loss_by_hand():
+    focal = build_loss("focal", COUNTS, focal_gamma=2.0)(LOGITS, LABELS)
+    assert focal.item() == pytest.approx(hand_ce(LOGITS.tolist(), LABELS.tolist(), gamma=2.0), rel=1e-6)
+    assert build_loss("focal", focal_gamma=0.0)(LOGITS, LABELS).item() == pytest.approx(
+        build_loss("ce")(LOGITS, LABELS).item())
+
+
+def test_class_balanced_weights_from_the_effective_number():
+    beta = 0.99
+    raw = [(1 - beta) / (1 - beta**c) for c in COUNTS]
+    weights = [w * 4 / sum(raw) for w in raw]  # scaled to sum to C
+    cb = build_loss("cb", COUNTS, cb_beta=beta)(LOGITS, LABELS)
+    assert cb.item() == pytest.approx(hand_ce(LOGITS.tolist(), LABELS.tolist(), weights=weights), rel=1e-6)
+    assert build_loss("cb", COUNTS, cb_beta=0.0)(LOGITS, LABELS).item() == pytest.approx(
+        build_loss("ce")(LOGITS, LABELS).item())  # β = 0: every weight 1
+
+
+def test_ldam_margins_and_deferred_reweighting():
+    margins = [c**-0.25 for c in COUNTS]
+    margins = [0.5 * m / max(margins) for m in margins]  # the rarest class (10 images) gets 0.5
+    cosines = torch.tanh(LOGITS)  # anything in [−1, 1]
+    loss = build_loss("ldam", COUNTS, ldam_max_margin=0.5, ldam_scale=30.0, drw_epoch=2, cb_beta=0.99)
+    expected = hand_ce(cosines.tolist(), LABELS.tolist(), scale=30.0, shift=margins)
+    loss.set_epoch(1.9)
+    assert loss(cosines, LABELS).item() == pytest.approx(expected, rel=1e-5)
+    loss.set_epoch(2.0)  # from epoch 2 on, class-balanced weights
+    raw = [(1 - 0.99) / (1 - 0.99**c) for c in COUNTS]
+    weighted = hand_ce(cosines.tolist(), LABELS.tolist(), [w * 4 / sum(raw) for w in raw], scale=30.0, shift=margins)
+    assert loss(cosines, LABELS).item() == pytest.approx(weighted, rel=1e-5)
+
+
+def test_negative_tolerant_bce_by_hand():
+    lam = 2.0
+    total = 0.0
+    for row, label in zip(LOGITS.tolist(), LABELS.tolist()):
+        for c, z in enumerate(row):
+            total -= math.log(sigmoid(z)) if c == label else math.log(1 - sigmoid(lam * z)) / lam
+    assert build_loss("nt_bce", negative_tolerance=lam)(LOGITS, LABELS).item() == pytest.approx(total / 2, rel=1e-6)
+    assert build_loss("nt_bce")(LOGITS, LABELS).item() == pytest.approx(build_loss("bce")(LOGITS, LABELS).item())
+    # with the Bal-BCE bias and λ = 1 it is Bal-BCE
+    assert build_loss("nt_bce_bal", COUNTS, tau=0.8)(LOGITS, LABELS).item() == pytest.approx(
+        build_loss("bal_bce", COUNTS, tau=0.8)(LOGITS, LABELS).item())
+
+
+@pytest.mark.parametrize("name", ["ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal"])
+def test_every_loss_takes_soft_targets(name):
+    loss = build_loss(name, COUNTS)
+    z = torch.tanh(LOGITS) if name == "ldam" else LOGITS
+    assert loss(z, one_hot(LABELS)).item() == pytest.approx(loss(z, LABELS).item(), rel=1e-6)
+    mixed = 0.6 * one_hot(LABELS) + 0.4 * one_hot(torch.tensor([1, 2]))
+    assert torch.isfinite(loss(z, mixed))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(loss="ce", focal_gamma=1.0), "focal_gamma = 1.0 has no effect on loss 'ce'"),
+        (dict(loss="bal_bce", negative_tolerance=2.0), "negative_tolerance = 2.0 has no effect"),
+        (dict(loss="cb", drw_epoch=3), "drw_epoch = 3 has no effect on loss 'cb'"),
+        (dict(loss="bce", drw_epoch=3), "drw_epoch = 3 has no effect on loss 'bce'"),
+        (dict(loss="ldam", ldam_scale=10.0, cb_beta=0.9), "cb_beta = 0.9 has no effect"),
+        (dict(loss="ce", label_smoothing=0.1), "Unknown loss parameters"),
+        (dict(loss="cb", cb_beta=1.0), r"cb_beta must be in \[0, 1\)"),
+        (dict(loss="nt_bce", negative_tolerance=0.0), "must be > 0"),
+    ],
+)
+def test_loss_parameters_that_would_be_ignored_are_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_loss(class_counts=COUNTS, **kwargs)

@@ -105,3 +105,15 @@ def test_forward_with_labels_uses_the_configured_loss(tiny_mae_dir):
 def test_config_validation(kwargs, message):
     with pytest.raises(Exception, match=message):
         LiVTConfig(**(HEAD | kwargs))
+
+
+def test_cosine_head_gives_cosine_logits_and_ldam_requires_it():
+    base = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=28,
+                patch_size=7, num_channels=1, **HEAD)  # fmt: skip
+    model = LiVTForImageClassification(LiVTConfig(cosine_head=True, loss="ldam", **base)).eval()
+    logits = model(torch.randn(5, 1, 28, 28)).logits
+    assert model.head.bias is None and logits.abs().max() <= 1 + 1e-6
+    with pytest.raises(Exception, match="set cosine_head=True"):
+        LiVTConfig(loss="ldam", **base)
+    with pytest.raises(Exception, match="focal_gamma = 3.0 has no effect"):
+        LiVTConfig(loss="bal_bce", focal_gamma=3.0, **base)

@@ -95,3 +95,17 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         assert torch.allclose(big[name], accumulated[name], atol=1e-6), name
     changed = any(not torch.equal(big[n], tiny_model(drop_path_rate=0.0).state_dict()[n]) for n in ["head.weight"])
     assert changed
+
+
+def test_deferred_reweighting_follows_the_trainer_epoch(tmp_path):
+    model = tiny_model(loss="ce", drw_epoch=1)
+    data = Dataset.from_dict({"pixel_values": torch.randn(8, 1, 28, 28).tolist(), "labels": [0, 1, 2, 3, 0, 0, 1, 2]})
+    args = parse(FinetuningArguments, "--learning_rate", "1e-3", "--output_dir", str(tmp_path), "--eval_strategy", "no",
+                 "--save_strategy", "no", "--load_best_model_at_end", "0", "--per_device_train_batch_size", "4",
+                 "--num_train_epochs", "1")  # fmt: skip
+    trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"))
+    trainer.train()
+    assert trainer.loss_fn.weight_in_use is None  # epoch 0: not yet
+    trainer.args.num_train_epochs = 2
+    trainer.train()
+    assert torch.equal(trainer.loss_fn.weight_in_use, trainer.loss_fn.drw_weight)

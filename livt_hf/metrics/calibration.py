@@ -5,8 +5,8 @@ a confidence of exactly 1.0 falls in the last bin (0.9333…, 1]. torchmetrics u
 only confidences that sit exactly on an inner edge.
 
 Which probabilities to pass (`probabilities_from_logits`):
-- CE-type models (ce, bal_ce, la, focal, cb, ldam): softmax(z).
-- BCE-type models (bce, bal_bce, nt_bce…): σ(z_c) is a one-vs-rest posterior for class c; they do not sum to 1,
+- softmax-family models (ce, bal_ce, la, focal, cb, ldam): softmax(z).
+- sigmoid-family models (bce, bal_bce, nt_bce, nt_bce_bal): σ(z_c) is a one-vs-rest posterior for class c; they do not sum to 1,
   so we renormalise: p_c = σ(z_c) / Σ_k σ(z_k). The ranking (and so the prediction) is that of z, and for a
   well-fitted model the mass concentrates where σ(z_c) ≈ 1, so the top-1 confidence stays close to σ(z_top).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SIGMOID_LOSSES = ("bce", "bal_bce", "nt_bce", "nt_bce_bal")
+from ..losses import SIGMOID_LOSSES
 
 
 def probabilities_from_logits(logits: np.ndarray | torch.Tensor, loss: str) -> np.ndarray:
