@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
-from .losses import LOSS_DEFAULTS, LOSSES, build_loss
+from .losses import LOSS_DEFAULTS, LOSSES, build_loss, resolve_test_prior
 
 # Fields that define the encoder's weights: a ViTMAE checkpoint must agree on all of them.
 ENCODER_GEOMETRY = (
@@ -30,6 +30,8 @@ class LiVTConfig(ViTConfig):
 
     class_counts (`list[int]`): training images per class (the train prior π_s); required by `bal_ce` / `bal_bce`.
     test_prior (`list[float]`, *optional*): π_t the model is trained for; None means a balanced test set.
+    inference_test_prior (`list[float]`, *optional*): outside training, logits are shifted to this label
+        distribution (no retraining; `livt_hf.prior_shift`). None: the logits answer for `test_prior`.
     loss (`str`): one of `livt_hf.losses.LOSSES`.
     tau (`float`): τ, the scale of the prior bias (LiVT Table 10: 1.0, Places-LT 1.05).
     drop_path_rate (`float`): stochastic depth, rising linearly from 0 to this over the layers.
@@ -43,6 +45,7 @@ class LiVTConfig(ViTConfig):
 
     class_counts: list[int] | None = None
     test_prior: list[float] | None = None
+    inference_test_prior: list[float] | None = None
     loss: str = "bal_bce"
     tau: float = 1.0
     drop_path_rate: float = 0.1
@@ -72,6 +75,8 @@ class LiVTConfig(ViTConfig):
             raise ValueError("LDAM's scale multiplies cosine logits: set cosine_head=True (--cosine_head) with loss 'ldam'.")
         if self.class_counts is not None:  # without counts (a bare config) the loss is checked when it is built
             build_loss(self.loss, self.class_counts, self.tau, self.test_prior, **self.loss_params())
+        if self.inference_test_prior is not None:
+            resolve_test_prior(self.num_labels, self.inference_test_prior)  # raises on a bad distribution
 
 
 __all__ = ["ENCODER_FIELDS", "ENCODER_GEOMETRY", "LiVTConfig"]

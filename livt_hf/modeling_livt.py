@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss
+from .losses import build_loss, resolve_test_prior
+from .prior_shift import model_prior, shift_logits
 
 
 class LiVTLayer(ViTLayer):
@@ -107,7 +109,12 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
         output_hidden_states: bool | None = None,
+        test_prior: Sequence[float] | None = None,
     ) -> ImageClassifierOutput:
+        r"""
+        test_prior: the label distribution to predict for (default: `config.inference_test_prior` outside
+            training); the returned logits are shifted to it, the loss is computed on the unshifted ones.
+        """
         outputs = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states)
         pooled = self.fc_norm(outputs.last_hidden_state[:, 1:].mean(dim=1))
         if self.config.cosine_head:
@@ -116,7 +123,17 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         else:
             logits = self.head(pooled)
         loss = self.loss_fn(logits, labels) if labels is not None else None
+        if test_prior is None and not self.training:
+            test_prior = self.config.inference_test_prior
+        if test_prior is not None:
+            logits = self.shift_to_test_prior(logits, test_prior)
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def shift_to_test_prior(self, logits: torch.Tensor, test_prior: Sequence[float]) -> torch.Tensor:
+        """Logits for another label distribution, from the raw logits of this model (see `livt_hf.prior_shift`)."""
+        c = self.config
+        trained_for = model_prior(c.loss, c.class_counts, c.tau, c.test_prior)
+        return shift_logits(logits, c.loss, trained_for, resolve_test_prior(c.num_labels, test_prior))
 
     @classmethod
     def from_mae_pretrained(

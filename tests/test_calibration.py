@@ -95,3 +95,17 @@ def test_local_evaluate_module_loads_offline_and_agrees():
     labels = rng.integers(0, 4, 60)
     result = evaluate.load(CALIBRATION_ERROR).compute(predictions=probs, references=labels)
     assert result == pytest.approx(calibration_metrics(probs, labels))
+
+
+def test_temperature_scaling_recovers_the_temperature_that_generated_the_labels():
+    from livt_hf.metrics.calibration import fit_temperature
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(4000, 5)) * 4
+    true_probs = probabilities_from_logits(logits / 2.5, "ce")  # labels drawn from softmax(z / 2.5)
+    labels = np.array([rng.choice(5, p=p) for p in true_probs])
+    t = fit_temperature(logits, labels, "ce")
+    assert t == pytest.approx(2.5, rel=0.1)
+    before = expected_calibration_error(probabilities_from_logits(logits, "ce"), labels)
+    after = expected_calibration_error(probabilities_from_logits(logits, "ce", temperature=t), labels)
+    assert after < before / 3

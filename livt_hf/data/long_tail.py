@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,29 @@ def profile_counts(
             f"images (counts {counts}). Lower --imbalance_ratio or raise --max_per_class."
         )
     return balanced_counts(sum(counts), num_classes) if balanced else counts
+
+
+def resampled_test_counts(max_per_class: int, num_classes: int, test_imbalance_ratio: float) -> list[int]:
+    """Counts of a resampled test set (UniMix Table D2): long-tailed for ρ' > 1 (class 0 largest, like train),
+    balanced for ρ' = 1, reversed for ρ' < 1 (the train tail becomes the head)."""
+    if not test_imbalance_ratio > 0:
+        raise ValueError(f"A test imbalance ratio must be > 0, got {test_imbalance_ratio}.")
+    if test_imbalance_ratio >= 1:
+        return exponential_counts(max_per_class, num_classes, test_imbalance_ratio)
+    return exponential_counts(max_per_class, num_classes, 1 / test_imbalance_ratio)[::-1]
+
+
+def resample_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> list[int]:
+    """A seeded random `counts[c]` indices of each class c (sorted)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c, n in enumerate(counts):
+        pool = np.flatnonzero(labels == c)
+        if n > len(pool):
+            raise ValueError(f"Class {c} has {len(pool)} images, {n} were asked for.")
+        chosen.append(rng.choice(pool, size=n, replace=False))
+    return sorted(np.concatenate(chosen).tolist())
 
 
 def _check_ratio(imbalance_ratio: float) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .calibration import calibration_metrics, probabilities_from_logits
+from .calibration import calibration_metrics, fit_temperature, probabilities_from_logits
 from .long_tail import (
     SHOT_GROUPS,
     THIRDS,
@@ -25,6 +25,7 @@ __all__ = [
     "THIRDS",
     "calibration_metrics",
     "count_thirds",
+    "fit_temperature",
     "format_report",
     "long_tail_metrics",
     "long_tail_report",

@@ -19,13 +19,48 @@ import torch
 from ..losses import SIGMOID_LOSSES
 
 
-def probabilities_from_logits(logits: np.ndarray | torch.Tensor, loss: str) -> np.ndarray:
-    """Class probabilities (N, C) for the model's loss family (see the module docstring)."""
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+def class_probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """Differentiable class probabilities (N, C) for the model's loss family (see the module docstring)."""
     if loss in SIGMOID_LOSSES:
-        p = torch.sigmoid(z)
-        return (p / p.sum(-1, keepdim=True)).numpy()
-    return torch.softmax(z, -1).numpy()
+        p = torch.sigmoid(logits)
+        return p / p.sum(-1, keepdim=True)
+    return torch.softmax(logits, -1)
+
+
+def probabilities_from_logits(
+    logits: np.ndarray | torch.Tensor, loss: str, temperature: float = 1.0
+) -> np.ndarray:
+    """Class probabilities (N, C) of logits / temperature, as a float64 array."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / temperature
+    return class_probabilities(z, loss).numpy()
+
+
+def fit_logit_scaling(
+    logits: np.ndarray | torch.Tensor, labels: np.ndarray, loss: str, class_biases: bool = False
+) -> tuple[float, torch.Tensor | None]:
+    """The T > 0 (and, with `class_biases`, one bias per class: Alexandari et al. 2020's bias-corrected temperature
+    scaling) minimising the NLL of the loss family's probabilities of z / T + b. Fit on validation, never on test."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels))
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    biases = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=class_biases)
+    params = [log_t, biases] if class_biases else [log_t]
+    optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=500, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        p = class_probabilities(z / log_t.exp() + biases, loss)
+        value = -p[torch.arange(len(y)), y].clamp_min(1e-12).log().mean()
+        value.backward()
+        return value
+
+    optimizer.step(nll)
+    return float(log_t.detach().exp()), biases.detach() if class_biases else None
+
+
+def fit_temperature(logits: np.ndarray | torch.Tensor, labels: np.ndarray, loss: str) -> float:
+    """Post-hoc temperature scaling (Guo et al. 2017)."""
+    return fit_logit_scaling(logits, labels, loss)[0]
 
 
 def _equal_width_bins(confidence: np.ndarray, num_bins: int) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""Prior shift is exact on posteriors built from known likelihoods; EM recovers a test prior it was not told."""
+
+import numpy as np
+import pytest
+import torch
+
+from livt_hf.prior_shift import estimate_test_prior, model_prior, shift_logits
+
+RNG = np.random.default_rng(0)
+PI_A = torch.tensor([0.6, 0.25, 0.1, 0.05], dtype=torch.float64)
+PI_B = torch.tensor([0.05, 0.15, 0.3, 0.5], dtype=torch.float64)
+
+
+def test_softmax_shift_is_bayes_rule():
+    likelihood = torch.tensor(RNG.uniform(0.01, 1, size=(50, 4)))  # p(x | y)
+    logits = (likelihood * PI_A).log()  # posterior under π_a, up to a per-row constant
+    shifted = torch.softmax(shift_logits(logits, "ce", PI_A, PI_B), -1)
+    expected = likelihood * PI_B / (likelihood * PI_B).sum(1, keepdim=True)
+    assert torch.allclose(shifted, expected)
+
+
+def test_sigmoid_shift_is_bayes_rule_for_each_one_vs_rest_problem():
+    ratio = torch.tensor(RNG.uniform(0.05, 20, size=(50, 4)))  # p(x | y = c) / p(x | y ≠ c)
+    logits = ratio.log() + torch.logit(PI_A)  # σ(z_c) = P_a(y = c | x)
+    shifted = torch.sigmoid(shift_logits(logits, "bal_bce", PI_A, PI_B))
+    expected = ratio * PI_B / (ratio * PI_B + 1 - PI_B)
+    assert torch.allclose(shifted, expected)
+
+
+def test_model_prior_per_loss():
+    counts = [600, 250, 100, 50]
+    pi_s = torch.tensor(counts, dtype=torch.float64) / 1000
+    assert torch.allclose(model_prior("ce", counts), pi_s)
+    assert torch.allclose(model_prior("bal_ce", counts), torch.full((4,), 0.25, dtype=torch.float64))
+    assert torch.allclose(model_prior("bal_bce", counts, trained_test_prior=PI_B.tolist()), PI_B)
+    assert torch.allclose(model_prior("bal_ce", counts, tau=0.0), pi_s)
+    half = model_prior("bal_ce", counts, tau=0.5)  # geometric mean of π_s and uniform, renormalised
+    assert torch.allclose(half, pi_s.sqrt() / pi_s.sqrt().sum())
+    assert torch.allclose(model_prior("la", counts), torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_em_recovers_an_unseen_test_prior():
+    # three 1-D Gaussian classes; posteriors computed under π_a, samples drawn from π_b
+    means, pi_a, pi_b = np.array([-2.0, 0.0, 2.0]), np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
+    labels = RNG.choice(3, size=20000, p=pi_b)
+    x = RNG.normal(means[labels], 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - means) ** 2)
+    posteriors = likelihood * pi_a / (likelihood * pi_a).sum(1, keepdims=True)
+    estimate = estimate_test_prior(posteriors, pi_a)
+    assert np.abs(estimate - pi_b).max() < 0.02
+    assert np.abs(posteriors.mean(0) - pi_b).max() > 0.1  # the naive average is far off
+
+
+def test_model_shifts_its_logits_to_a_test_prior_only_outside_training():
+    from livt_hf import LiVTConfig, LiVTForImageClassification
+
+    counts = [600, 250, 100, 50]
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, num_labels=4, class_counts=counts,
+                        loss="bal_bce", drop_path_rate=0.0, inference_test_prior=PI_B.tolist())  # fmt: skip
+    model = LiVTForImageClassification(config).eval()
+    x = torch.randn(3, 1, 28, 28)
+    raw = model(x, test_prior=[0.25] * 4).logits  # uniform = what a Bal-BCE model answers for: no shift
+    expected = raw - (torch.logit(torch.tensor(0.25)) - torch.logit(PI_B)).float()
+    assert torch.allclose(model(x).logits, expected, atol=1e-5)  # config.inference_test_prior applies in eval
+    labels = torch.tensor([0, 1, 2])
+    assert model(x, labels=labels).loss.item() == pytest.approx(model.loss_fn(raw, labels).item())
+    model.train()
+    torch.manual_seed(0)
+    assert torch.allclose(model(x).logits, raw, atol=1e-6)  # training sees raw logits
+    with pytest.raises(Exception, match="positive probabilities summing to 1"):
+        LiVTConfig(num_labels=4, class_counts=counts, inference_test_prior=[0.5, 0.5, 0.5, 0.5])
+
+
+def test_em_needs_calibrated_posteriors_and_bias_corrected_scaling_provides_them():
+    from livt_hf.prior_shift import PosteriorCalibration
+
+    means = np.array([-2.0, 0.0, 2.0])
+
+    def sample(prior, n):
+        labels = RNG.choice(3, size=n, p=prior)
+        x = RNG.normal(means[labels], 1.0)
+        # an over-confident (×3) model with a class bias: raw logits that are not log-posteriors
+        return 3.0 * -0.5 * (x[:, None] - means) ** 2 + np.array([1.5, 0.0, -1.0]), labels
+
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    val_logits, val_labels = sample([1 / 3] * 3, 6000)
+    calibration = PosteriorCalibration.fit(val_logits, val_labels, "ce", uniform, uniform)
+    assert calibration.temperature == pytest.approx(3.0, rel=0.1)
+    pi_b = np.array([0.1, 0.3, 0.6])
+    test_logits, _ = sample(pi_b, 20000)
+    calibrated = calibration.estimate_test_prior(test_logits).numpy()
+    raw = estimate_test_prior(torch.softmax(torch.tensor(test_logits), -1).numpy(), uniform.numpy())
+    calibrated_error, raw_error = np.abs(calibrated - pi_b).sum(), np.abs(raw - pi_b).sum()
+    assert calibrated_error < 0.05
+    assert raw_error > 0.1 and raw_error > 3 * calibrated_error
