@@ -6,13 +6,12 @@ import torch
 
 from livt_hf.prior_shift import estimate_test_prior, model_prior, shift_logits
 
-RNG = np.random.default_rng(0)
 PI_A = torch.tensor([0.6, 0.25, 0.1, 0.05], dtype=torch.float64)
 PI_B = torch.tensor([0.05, 0.15, 0.3, 0.5], dtype=torch.float64)
 
 
 def test_softmax_shift_is_bayes_rule():
-    likelihood = torch.tensor(RNG.uniform(0.01, 1, size=(50, 4)))  # p(x | y)
+    likelihood = torch.tensor(np.random.default_rng(0).uniform(0.01, 1, size=(50, 4)))  # p(x | y)
     logits = (likelihood * PI_A).log()  # posterior under π_a, up to a per-row constant
     shifted = torch.softmax(shift_logits(logits, "ce", PI_A, PI_B), -1)
     expected = likelihood * PI_B / (likelihood * PI_B).sum(1, keepdim=True)
@@ -20,7 +19,7 @@ def test_softmax_shift_is_bayes_rule():
 
 
 def test_sigmoid_shift_is_bayes_rule_for_each_one_vs_rest_problem():
-    ratio = torch.tensor(RNG.uniform(0.05, 20, size=(50, 4)))  # p(x | y = c) / p(x | y ≠ c)
+    ratio = torch.tensor(np.random.default_rng(1).uniform(0.05, 20, size=(50, 4)))  # p(x | y = c) / p(x | y ≠ c)
     logits = ratio.log() + torch.logit(PI_A)  # σ(z_c) = P_a(y = c | x)
     shifted = torch.sigmoid(shift_logits(logits, "bal_bce", PI_A, PI_B))
     expected = ratio * PI_B / (ratio * PI_B + 1 - PI_B)
@@ -41,9 +40,10 @@ def test_model_prior_per_loss():
 
 def test_em_recovers_an_unseen_test_prior():
     # three 1-D Gaussian classes; posteriors computed under π_a, samples drawn from π_b
+    rng = np.random.default_rng(2)
     means, pi_a, pi_b = np.array([-2.0, 0.0, 2.0]), np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
-    labels = RNG.choice(3, size=20000, p=pi_b)
-    x = RNG.normal(means[labels], 1.0)
+    labels = rng.choice(3, size=20000, p=pi_b)
+    x = rng.normal(means[labels], 1.0)
     likelihood = np.exp(-0.5 * (x[:, None] - means) ** 2)
     posteriors = likelihood * pi_a / (likelihood * pi_a).sum(1, keepdims=True)
     estimate = estimate_test_prior(posteriors, pi_a)
@@ -75,16 +75,16 @@ def test_model_shifts_its_logits_to_a_test_prior_only_outside_training():
 def test_em_needs_calibrated_posteriors_and_bias_corrected_scaling_provides_them():
     from livt_hf.prior_shift import PosteriorCalibration
 
-    means = np.array([-2.0, 0.0, 2.0])
+    means, rng = np.array([-2.0, 0.0, 2.0]), np.random.default_rng(3)
 
     def sample(prior, n):
-        labels = RNG.choice(3, size=n, p=prior)
-        x = RNG.normal(means[labels], 1.0)
+        labels = rng.choice(3, size=n, p=prior)
+        x = rng.normal(means[labels], 1.0)
         # an over-confident (×3) model with a class bias: raw logits that are not log-posteriors
         return 3.0 * -0.5 * (x[:, None] - means) ** 2 + np.array([1.5, 0.0, -1.0]), labels
 
     uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
-    val_logits, val_labels = sample([1 / 3] * 3, 6000)
+    val_logits, val_labels = sample([1 / 3] * 3, 20000)
     calibration = PosteriorCalibration.fit(val_logits, val_labels, "ce", uniform, uniform)
     assert calibration.temperature == pytest.approx(3.0, rel=0.1)
     pi_b = np.array([0.1, 0.3, 0.6])
@@ -92,5 +92,6 @@ def test_em_needs_calibrated_posteriors_and_bias_corrected_scaling_provides_them
     calibrated = calibration.estimate_test_prior(test_logits).numpy()
     raw = estimate_test_prior(torch.softmax(torch.tensor(test_logits), -1).numpy(), uniform.numpy())
     calibrated_error, raw_error = np.abs(calibrated - pi_b).sum(), np.abs(raw - pi_b).sum()
+    # over seeds 0-5 of this setup: calibrated 0.003-0.028, raw 0.12-0.15
     assert calibrated_error < 0.05
     assert raw_error > 0.1 and raw_error > 3 * calibrated_error
