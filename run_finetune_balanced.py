@@ -14,7 +14,13 @@ from pathlib import Path
 from livt_hf.arguments import FinetuneDataArguments, FinetuneModelArguments, FinetuningArguments, parse_args
 from livt_hf.data import attach_transforms, image_processor, prepare_splits
 from livt_hf.losses import LOSS_DEFAULTS
-from livt_hf.metrics import calibration_metrics, format_report, long_tail_report, probabilities_from_logits
+from livt_hf.metrics import (
+    calibration_metrics,
+    fit_temperature,
+    format_report,
+    long_tail_report,
+    probabilities_from_logits,
+)
 from livt_hf.modeling_livt import LiVTForImageClassification
 from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
@@ -75,7 +81,14 @@ def main():
         data_args.many_threshold,
         data_args.few_threshold,
     )
-    report["calibration"] = calibration_metrics(probabilities_from_logits(test.predictions, config.loss), test.label_ids)
+    # post-hoc temperature scaling, fitted on validation; the test split only reports its effect
+    validation = trainer.predict(splits["validation"], metric_key_prefix="validation")
+    temperature = fit_temperature(validation.predictions, validation.label_ids, config.loss)
+    report["temperature"] = temperature
+    report["calibration"] = {
+        label: calibration_metrics(probabilities_from_logits(test.predictions, config.loss, t), test.label_ids)
+        for label, t in (("as trained", 1.0), (f"temperature-scaled, T = {temperature:.3f}", temperature))
+    }
     table = format_report(report, title=f"Test split ({sum(split_info.test_counts)} images), loss {config.loss}")
     if trainer.is_world_process_zero():
         out = Path(training_args.output_dir)

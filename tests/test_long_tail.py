@@ -5,6 +5,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from livt_hf.data import balanced_counts, build_long_tail_splits, exponential_counts, pareto_counts
+from livt_hf.data.long_tail import resample_indices, resampled_test_counts
 
 
 @pytest.mark.parametrize(
@@ -108,3 +109,17 @@ def test_bad_split_settings_fail_with_the_fix(fashion_mnist, kwargs, message):
 def test_class_without_training_images_is_an_error():
     with pytest.raises(ValueError, match="no train images"):
         build_long_tail_splits(_toy([50, 0, 3]), profile="none")
+
+
+def test_resampled_test_sets_for_table_d2():
+    assert resampled_test_counts(1000, 10, 100) == exponential_counts(1000, 10, 100)  # like train
+    assert resampled_test_counts(1000, 10, 0.01) == exponential_counts(1000, 10, 100)[::-1]  # reversed
+    assert resampled_test_counts(1000, 10, 1) == [1000] * 10
+    assert resampled_test_counts(1000, 10, 0.01)[:2] == [10, 16] and sum(resampled_test_counts(1000, 10, 10)) == 4084
+    with pytest.raises(ValueError, match="leaves a class empty"):
+        resampled_test_counts(50, 10, 100)
+    labels = np.repeat(np.arange(3), 5)
+    index = resample_indices(labels, [5, 2, 1], seed=1)
+    assert np.bincount(labels[index]).tolist() == [5, 2, 1] and index == resample_indices(labels, [5, 2, 1], seed=1)
+    with pytest.raises(ValueError, match="has 5 images, 6 were asked for"):
+        resample_indices(labels, [6, 1, 1])

@@ -44,8 +44,9 @@ def test_report_table_marks_empty_groups():
     assert "| overall | all 10 | 100.00 |" in table
     assert "| 9 | c9 | 50 | 3 | 100.00 |" in table
     assert all(np.isfinite(v) for v in report["metrics"].values())
-    report["calibration"] = {"ece": 0.0123, "brier": 0.5}
-    assert "| ECE | BRIER |\n|---|---|\n| 0.0123 | 0.5000 |" in format_report(report)
+    report["calibration"] = {"raw": {"ece": 0.0123, "brier": 0.5}, "T = 2": {"ece": 0.01, "brier": 0.4}}
+    assert "| probabilities | ECE | BRIER |\n|---|---|---|\n| raw | 0.0123 | 0.5000 |\n| T = 2 | 0.0100 | 0.4000 |" in (
+        format_report(report))
 
 
 def test_local_evaluate_module_loads_offline_and_agrees():

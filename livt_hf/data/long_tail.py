@@ -67,9 +67,14 @@ def resampled_test_counts(max_per_class: int, num_classes: int, test_imbalance_r
     balanced for ρ' = 1, reversed for ρ' < 1 (the train tail becomes the head)."""
     if not test_imbalance_ratio > 0:
         raise ValueError(f"A test imbalance ratio must be > 0, got {test_imbalance_ratio}.")
-    if test_imbalance_ratio >= 1:
-        return exponential_counts(max_per_class, num_classes, test_imbalance_ratio)
-    return exponential_counts(max_per_class, num_classes, 1 / test_imbalance_ratio)[::-1]
+    ratio = max(test_imbalance_ratio, 1 / test_imbalance_ratio)
+    counts = exponential_counts(max_per_class, num_classes, ratio)
+    if min(counts) < 1:
+        raise ValueError(
+            f"A test set with ρ' = {test_imbalance_ratio:g} from {max_per_class} images per class leaves a class "
+            f"empty (counts {counts}); use a ρ' of at most {max_per_class:g} or a larger test split."
+        )
+    return counts if test_imbalance_ratio >= 1 else counts[::-1]
 
 
 def resample_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> list[int]:

@@ -92,7 +92,7 @@ def long_tail_report(
 
 
 def format_report(report: dict, title: str = "Results") -> str:
-    """The report as Markdown: the group table, the calibration row (if the report has one), the per-class table."""
+    """The report as Markdown: the group table, the calibration table (if the report has one), the per-class table."""
     metrics, groups, th = report["metrics"], report["groups"], report["thresholds"]
     described = {
         "many": f"train count > {th['many']}",
@@ -108,10 +108,11 @@ def format_report(report: dict, title: str = "Results") -> str:
         key = f"{name}_accuracy"
         value = f"{100 * metrics[key]:.2f}" if key in metrics else "— (no class in this group)"
         lines.append(f"| {name} ({described[name]}) | {len(groups[name])} | {value} |")
-    if "calibration" in report:
-        names = list(report["calibration"])
-        lines += ["", "| " + " | ".join(n.upper() for n in names) + " |", "|---" * len(names) + "|"]
-        lines.append("| " + " | ".join(f"{report['calibration'][n]:.4f}" for n in names) + " |")
+    if "calibration" in report:  # {row label: {metric: value}}
+        rows = report["calibration"]
+        names = list(next(iter(rows.values())))
+        lines += ["", "| probabilities | " + " | ".join(n.upper() for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |" for label, m in rows.items()]
     lines += ["", "| id | class | train count | eval images | top-1 (%) |", "|---|---|---|---|---|"]
     for row in report["classes"]:
         acc = "— (no eval image)" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}"
