@@ -42,6 +42,8 @@ def main():
         tau=model_args.tau,
         drop_path_rate=model_args.drop_path_rate,
         cosine_head=model_args.cosine_head,
+        test_prior=model_args.test_prior,
+        inference_test_prior=model_args.inference_test_prior,
         **{name: getattr(model_args, name) for name in LOSS_DEFAULTS},
         **overrides,
     )

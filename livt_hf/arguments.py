@@ -126,6 +126,12 @@ class FinetuneModelArguments:
     )
     loss: str = field(default="bal_bce", metadata={"help": f"One of {LOSSES}."})
     tau: float = field(default=1.0, metadata={"help": f"τ of the prior bias ({', '.join(PRIOR_AWARE_LOSSES)})."})
+    test_prior: list[float] | None = field(
+        default=None, metadata={"help": "Test label distribution the prior-aware losses train for (default uniform)."}
+    )
+    inference_test_prior: list[float] | None = field(
+        default=None, metadata={"help": "Shift the model's predictions to this label distribution (no retraining)."}
+    )
     cosine_head: bool = field(default=False, metadata={"help": "Cosine-similarity logits (needed by ldam)."})
     focal_gamma: float = field(default=LOSS_DEFAULTS["focal_gamma"], metadata={"help": "γ of focal."})
     cb_beta: float = field(default=LOSS_DEFAULTS["cb_beta"], metadata={"help": "β of cb and of DRW's weights."})

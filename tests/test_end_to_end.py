@@ -34,7 +34,8 @@ def runs(tmp_path_factory):
         "mae_checkpoint": str(mae), "output_dir": str(livt), "num_train_epochs": 20, "learning_rate": 3e-3,
         "per_device_train_batch_size": 16, "max_per_class": 100, "imbalance_ratio": 10, "validation_split": 0.1,
         "max_test_samples": 300, "use_cpu": True, "drop_path_rate": 0.05, "tau": 1.1, "many_threshold": 30,
-        "few_threshold": 12, "layer_decay": 0.8,
+        "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
+        "inference_test_prior": [0.05] * 5 + [0.15] * 5,
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
     return mae, livt, finetune
@@ -70,6 +71,7 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     config = json.loads((livt / "config.json").read_text())
     assert config["loss"] == "bal_bce" and config["class_counts"][0] == 100
     assert config["tau"] == 1.1 and config["drop_path_rate"] == 0.05  # the recipe's options took effect
+    assert config["test_prior"] == [0.1] * 10 and config["inference_test_prior"][9] == 0.15
     assert results["thresholds"] == {"many": 30, "few": 12}
     # counts 100 77 59 46 35 27 21 16 12 10: many = count > 30, few = count < 12
     assert results["groups"]["many"] == [0, 1, 2, 3, 4] and results["groups"]["few"] == [9]
