@@ -208,12 +208,11 @@ class SoftmaxLoss(_ConstantsOnLogitsDevice):
         self.class_weight = None if class_weight is None else class_weight.float()
         self.margins = None if margins is None else margins.float()
         self.drw_weight = None if drw_weight is None else drw_weight.float()
-        self.weight_in_use = self.class_weight
+        self.reweighting = False
 
     def set_epoch(self, epoch: float) -> None:
         """Deferred re-weighting: the class-balanced weights apply from epoch `drw_epoch` (0-based) on."""
-        if self.drw_epoch is not None:
-            self.weight_in_use = self.drw_weight if int(epoch) >= self.drw_epoch else None
+        self.reweighting = self.drw_epoch is not None and int(epoch) >= self.drw_epoch
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = self.adjust(logits)
@@ -221,9 +220,7 @@ class SoftmaxLoss(_ConstantsOnLogitsDevice):
         margins = self._on("margins", z)
         if margins is not None:
             z = z - y * margins
-        weight = self.weight_in_use
-        if weight is not None and weight.device != z.device:
-            self.weight_in_use = weight = weight.to(z.device)
+        weight = self._on("drw_weight" if self.reweighting else "class_weight", z)
         return softmax_cross_entropy(self.scale * z, y, weight, self.focal_gamma)
 
 

@@ -105,7 +105,7 @@ def test_deferred_reweighting_follows_the_trainer_epoch(tmp_path):
                  "--num_train_epochs", "1")  # fmt: skip
     trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"))
     trainer.train()
-    assert trainer.loss_fn.weight_in_use is None  # epoch 0: not yet
+    assert not trainer.loss_fn.reweighting  # epoch 0: not yet
     trainer.args.num_train_epochs = 2
     trainer.train()
-    assert torch.equal(trainer.loss_fn.weight_in_use, trainer.loss_fn.drw_weight)
+    assert trainer.loss_fn.reweighting
