@@ -21,8 +21,9 @@ FINISHED_MARKER = "run_config.json"
 
 def setup_logging(args: transformers.TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
+    # our own messages (batch size, LR rule, split summary) on the main process; the libraries at the level asked
     level = args.get_process_log_level()
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO if args.should_log else level)  # also covers livt_hf.* module loggers
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 

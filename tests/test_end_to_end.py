@@ -27,8 +27,11 @@ def run(script, *args, check=True):
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     mae, livt = tmp / "mae", tmp / "livt"
-    run("run_pretrain_mae.py", *SMALL_DATA, *SMALL_MAE, "--num_train_epochs", 2,
-        "--per_device_train_batch_size", 32, "--output_dir", mae)  # fmt: skip
+    pretrain = run("run_pretrain_mae.py", *SMALL_DATA, *SMALL_MAE, "--num_train_epochs", 2,
+                   "--per_device_train_batch_size", 32, "--output_dir", mae)  # fmt: skip
+    # the log states the effective batch, which LR rule applied, and the split
+    assert "Total train batch 32; learning_rate 0.000188 = base_learning_rate 0.0015 × 32 / 256" in pretrain.stdout
+    assert "Train split: 403 images, 10 classes" in pretrain.stdout
     recipe = tmp / "finetune.json"  # a JSON recipe as the only argument
     recipe.write_text(json.dumps({
         "mae_checkpoint": str(mae), "output_dir": str(livt), "num_train_epochs": 20, "learning_rate": 3e-3,
