@@ -188,31 +188,30 @@ class _ConstantsOnLogitsDevice(nn.Module):
 
 
 class SoftmaxLoss(_ConstantsOnLogitsDevice):
-    """ce, bal_ce, la, focal, cb, ldam: softmax cross-entropy on adjusted logits, optionally weighted, focal, or with
-    LDAM margins; `drw_weight` switches on at `drw_epoch` (`set_epoch` is called by the trainer)."""
+    """ce, bal_ce, la, focal, cb, ldam: softmax cross-entropy on adjusted logits, optionally focal, with LDAM
+    margins, or class-weighted from epoch `weight_from_epoch` on (0 for cb; `drw_epoch` for deferred re-weighting;
+    `set_epoch` is called by the trainer)."""
 
     def __init__(
         self,
         bias: torch.Tensor | None = None,
         tau: float = 1.0,
         class_weight: torch.Tensor | None = None,
+        weight_from_epoch: int = 0,
         focal_gamma: float = 0.0,
         margins: torch.Tensor | None = None,
         scale: float = 1.0,
-        drw_weight: torch.Tensor | None = None,
-        drw_epoch: int | None = None,
     ):
         super().__init__()
         self.bias = None if bias is None else bias.float()
-        self.tau, self.focal_gamma, self.scale, self.drw_epoch = tau, focal_gamma, scale, drw_epoch
+        self.tau, self.focal_gamma, self.scale, self.weight_from_epoch = tau, focal_gamma, scale, weight_from_epoch
         self.class_weight = None if class_weight is None else class_weight.float()
         self.margins = None if margins is None else margins.float()
-        self.drw_weight = None if drw_weight is None else drw_weight.float()
-        self.reweighting = False
+        self.reweighting = class_weight is not None and weight_from_epoch == 0
 
     def set_epoch(self, epoch: float) -> None:
-        """Deferred re-weighting: the class-balanced weights apply from epoch `drw_epoch` (0-based) on."""
-        self.reweighting = self.drw_epoch is not None and int(epoch) >= self.drw_epoch
+        """The class weights apply from epoch `weight_from_epoch` (0-based) on."""
+        self.reweighting = self.class_weight is not None and int(epoch) >= self.weight_from_epoch
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = self.adjust(logits)
@@ -220,7 +219,7 @@ class SoftmaxLoss(_ConstantsOnLogitsDevice):
         margins = self._on("margins", z)
         if margins is not None:
             z = z - y * margins
-        weight = self._on("drw_weight" if self.reweighting else "class_weight", z)
+        weight = self._on("class_weight", z) if self.reweighting else None
         return softmax_cross_entropy(self.scale * z, y, weight, self.focal_gamma)
 
 
@@ -263,18 +262,17 @@ def build_loss(
             raise ValueError(f"{name} = {value} has no effect on loss {loss!r}; it applies to {_USED_BY[name]}.")
     if loss in SIGMOID_LOSSES:
         return SigmoidLoss(bias, tau, p["negative_tolerance"])
-    needs_counts = loss in ("cb", "ldam") or p["drw_epoch"] is not None
-    if needs_counts and class_counts is None:
+    weighted = loss == "cb" or p["drw_epoch"] is not None
+    if (weighted or loss == "ldam") and class_counts is None:
         raise ValueError(f"Loss {loss!r} needs the train class counts (config.class_counts).")
     if p["drw_epoch"] is not None and p["drw_epoch"] < 0:
         raise ValueError(f"drw_epoch must be ≥ 0, got {p['drw_epoch']}.")
     return SoftmaxLoss(
         bias,
         tau,
-        class_weight=effective_number_weights(class_counts, p["cb_beta"]) if loss == "cb" else None,
+        class_weight=effective_number_weights(class_counts, p["cb_beta"]) if weighted else None,
+        weight_from_epoch=p["drw_epoch"] or 0,
         focal_gamma=p["focal_gamma"] if loss == "focal" else 0.0,
         margins=ldam_margins(class_counts, p["ldam_max_margin"]) if loss == "ldam" else None,
         scale=p["ldam_scale"] if loss == "ldam" else 1.0,
-        drw_weight=effective_number_weights(class_counts, p["cb_beta"]) if p["drw_epoch"] is not None else None,
-        drw_epoch=p["drw_epoch"],
     )
