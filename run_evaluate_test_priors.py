@@ -70,9 +70,8 @@ def main():
     calibration = PosteriorCalibration.fit(val_logits.numpy(), val_labels.numpy(), config.loss, trained_for, val_prior)
     logits, labels = predict(model, splits["test"], eval_args.batch_size)
     rows = evaluate_under_test_priors(
-        logits.numpy(), labels.numpy(), config.loss, config.class_counts, config.tau, config.test_prior,
-        eval_args.test_imbalance_ratios, eval_args.resample_seed, calibration,
-    )  # fmt: skip
+        logits.numpy(), labels.numpy(), calibration, eval_args.test_imbalance_ratios, eval_args.resample_seed
+    )
     title = f"{eval_args.model_dir} (loss {config.loss}; EM on bias-corrected T = {calibration.temperature:.3f})"
     table = format_test_prior_table(rows, title)
     out = Path(eval_args.model_dir)

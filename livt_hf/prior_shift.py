@@ -21,7 +21,7 @@ import torch
 
 from .data.long_tail import resample_indices, resampled_test_counts
 from .losses import PRIOR_AWARE_LOSSES, SIGMOID_LOSSES, bal_bce_bias, bal_ce_bias, resolve_test_prior, train_prior
-from .metrics.calibration import class_probabilities, fit_logit_scaling, probabilities_from_logits
+from .metrics.calibration import class_probabilities, fit_logit_scaling
 
 
 def model_prior(
@@ -79,15 +79,16 @@ class PosteriorCalibration:
         cls, logits: np.ndarray, labels: np.ndarray, loss: str, trained_for: torch.Tensor,
         validation_prior: torch.Tensor,
     ) -> PosteriorCalibration:  # fmt: skip
-        shifted = shift_logits(torch.as_tensor(np.asarray(logits), dtype=torch.float64), loss, trained_for,
-                               validation_prior)  # fmt: skip
-        temperature, biases = fit_logit_scaling(shifted, labels, "ce", class_biases=True)
+        unfitted = cls(loss, trained_for, validation_prior, 1.0, torch.zeros(len(validation_prior)))
+        temperature, biases = fit_logit_scaling(unfitted.to_validation_prior(logits), labels, "ce", class_biases=True)
         return cls(loss, trained_for, validation_prior, temperature, biases)
 
+    def to_validation_prior(self, logits: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return shift_logits(torch.as_tensor(np.asarray(logits), dtype=torch.float64), self.loss, self.trained_for,
+                            self.validation_prior)  # fmt: skip
+
     def posteriors(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
-        z = shift_logits(torch.as_tensor(np.asarray(logits), dtype=torch.float64), self.loss, self.trained_for,
-                         self.validation_prior)  # fmt: skip
-        return class_probabilities(z / self.temperature + self.biases, "ce").numpy()
+        return class_probabilities(self.to_validation_prior(logits) / self.temperature + self.biases, "ce").numpy()
 
     def estimate_test_prior(self, logits: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(estimate_test_prior(self.posteriors(logits), self.validation_prior.numpy()))
@@ -99,21 +100,16 @@ TEST_IMBALANCE_RATIOS = (100.0, 10.0, 1.0, 0.1, 0.01)  # UniMix Table D2: long-t
 def evaluate_under_test_priors(
     logits: np.ndarray,
     labels: np.ndarray,
-    loss: str,
-    class_counts: Sequence[int],
-    tau: float = 1.0,
-    trained_test_prior: Sequence[float] | None = None,
+    calibration: PosteriorCalibration,
     test_imbalance_ratios: Sequence[float] = TEST_IMBALANCE_RATIOS,
     seed: int = 0,
-    calibration: PosteriorCalibration | None = None,
 ) -> list[dict]:
     """Top-1 on test sets resampled to each ρ' (n_max = the smallest class of `labels`), predicting with the raw
-    logits, after a shift to a uniform prior, to the true prior of that test set, and to the EM estimate of it.
-
-    EM runs on `calibration`'s posteriors (fitted on validation); without one, on the raw probabilities."""
+    logits, after a shift to a uniform prior, to the true prior of that test set, and to the EM estimate of it
+    (EM on `calibration`'s posteriors, fitted on validation)."""
     logits, labels = torch.as_tensor(np.asarray(logits), dtype=torch.float64), np.asarray(labels)
     num_classes = logits.shape[1]
-    trained_for = model_prior(loss, class_counts, tau, trained_test_prior)
+    loss, trained_for = calibration.loss, calibration.trained_for
     n_max = int(np.bincount(labels, minlength=num_classes).min())
     rows = []
     for ratio in test_imbalance_ratios:
@@ -121,10 +117,7 @@ def evaluate_under_test_priors(
         index = resample_indices(labels, counts, seed)
         z, y = logits[index], labels[index]
         true_prior = torch.tensor(counts, dtype=torch.float64) / sum(counts)
-        if calibration is not None:
-            estimate = calibration.estimate_test_prior(z)
-        else:
-            estimate = torch.from_numpy(estimate_test_prior(probabilities_from_logits(z, loss), trained_for.numpy()))
+        estimate = calibration.estimate_test_prior(z)
 
         def accuracy(prior: torch.Tensor | None) -> float:
             shifted = z if prior is None else shift_logits(z, loss, trained_for, prior)
