@@ -70,7 +70,9 @@ def main():
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
-    trainer.save_metrics("eval", trainer.evaluate(metric_key_prefix="eval"))
+    # one pass over validation gives the best model's metrics and the logits temperature scaling is fitted on
+    validation = trainer.predict(splits["validation"], metric_key_prefix="eval")
+    trainer.save_metrics("eval", validation.metrics)
 
     # The test split is used once, here, after the model was chosen on validation.
     test = trainer.predict(splits["test"], metric_key_prefix="test")
@@ -84,7 +86,6 @@ def main():
         data_args.few_threshold,
     )
     # post-hoc temperature scaling, fitted on validation; the test split only reports its effect
-    validation = trainer.predict(splits["validation"], metric_key_prefix="validation")
     temperature = fit_temperature(validation.predictions, validation.label_ids, config.loss)
     report["temperature"] = temperature
     report["calibration"] = {
