@@ -9,10 +9,17 @@ The best epoch is chosen on the validation split; the test split is evaluated on
 """
 
 import json
+import math
 from pathlib import Path
 
-from livt_hf.arguments import FinetuneDataArguments, FinetuneModelArguments, FinetuningArguments, parse_args
-from livt_hf.data import attach_transforms, image_processor, prepare_splits
+from livt_hf.arguments import (
+    FinetuneDataArguments,
+    FinetuneModelArguments,
+    FinetuningArguments,
+    MixingArguments,
+    parse_args,
+)
+from livt_hf.data import Mixer, attach_transforms, build_train_sampler, image_processor, prepare_splits
 from livt_hf.losses import LOSS_DEFAULTS
 from livt_hf.metrics import (
     calibration_metrics,
@@ -27,7 +34,9 @@ from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
 
 def main():
-    model_args, data_args, training_args = parse_args(FinetuneModelArguments, FinetuneDataArguments, FinetuningArguments)
+    model_args, data_args, mixing_args, training_args = parse_args(
+        FinetuneModelArguments, FinetuneDataArguments, MixingArguments, FinetuningArguments
+    )
     checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
@@ -54,8 +63,23 @@ def main():
     if data_channels != config.num_channels:
         logger.warning("Images have %d channel(s), the checkpoint %d: they are converted to %s.",
                        data_channels, config.num_channels, "grayscale" if config.num_channels == 1 else "RGB")
+    if data_args.train_sampler == "progressive" and training_args.max_steps > 0:
+        raise ValueError("The progressive sampler follows --num_train_epochs; train by epochs, not --max_steps.")
+    train_sampler = build_train_sampler(
+        splits["train"]["label"],
+        data_args.train_sampler,
+        num_epochs=math.ceil(training_args.num_train_epochs),
+        seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+        partner_tau=mixing_args.unimix_tau if mixing_args.mixing == "unimix" else None,
+        partner_until_epoch=mixing_args.mix_until_epoch,
+    )
+    mixer = Mixer(mixing_args.mixing, split_info.train_counts, **mixing_args.mixer_params())
+    logger.info("Sampler %s, mixing %s", data_args.train_sampler, mixing_args)
     processor = image_processor(config.image_size, config.num_channels)
-    attach_transforms(splits, processor, data_args.crop_min_scale)
+    attach_transforms(
+        splits, processor, data_args.crop_min_scale, auto_augment=data_args.auto_augment,
+        random_erasing=data_args.random_erasing,
+    )
 
     trainer = BalancedTrainer(
         model=model,
@@ -67,6 +91,8 @@ def main():
             split_info.train_counts, data_args.many_threshold, data_args.few_threshold
         ),
         layer_decay=model_args.layer_decay,
+        train_sampler=train_sampler,
+        mixer=mixer,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
@@ -98,7 +124,7 @@ def main():
         (out / "results.json").write_text(json.dumps(report, indent=2))
         (out / "results.md").write_text(table)
         split_info.save(out / "lt_split.json")
-        save_run_config(training_args.output_dir, model_args, data_args, training_args)
+        save_run_config(training_args.output_dir, model_args, data_args, mixing_args, training_args)
         print(table)
 
 

@@ -11,6 +11,9 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data.long_tail import PROFILES
+from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
+from .data.samplers import SAMPLERS
+from .data.transforms import auto_augment_transform
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES
 
@@ -84,9 +87,28 @@ class PretrainDataArguments(DataArguments):
 
 @dataclass
 class FinetuneDataArguments(DataArguments):
+    """BFT adds LiVT Table 9's fine-tuning augmentation and a class-aware sampler."""
+
     crop_min_scale: float = field(default=0.35, metadata={"help": "RandomResizedCrop's smallest area."})
+    auto_augment: str = field(
+        default="rand-m9-mstd0.5",
+        metadata={"help": "'none', 'autoaugment', or RandAugment 'rand-m<0-10>[-n<ops>][-mstd<std>]' (LiVT: (9, 0.5))."},
+    )
+    random_erasing: float = field(default=0.25, metadata={"help": "RandomErasing probability (LiVT: 0.25)."})
+    train_sampler: str = field(
+        default="instance",
+        metadata={"help": f"One of {SAMPLERS}: class probability ∝ n, 1, √n, or instance → class-balanced over training."},
+    )
     many_threshold: int = field(default=100, metadata={"help": "Many-shot classes have more train images than this."})
     few_threshold: int = field(default=20, metadata={"help": "Few-shot classes have fewer train images than this."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.train_sampler not in SAMPLERS:
+            raise ValueError(f"Unknown --train_sampler {self.train_sampler!r}; choose one of {SAMPLERS}.")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"--random_erasing is a probability in [0, 1], got {self.random_erasing}.")
+        auto_augment_transform(self.auto_augment)  # a bad spec fails here, before any data is loaded
 
 
 @dataclass
@@ -149,6 +171,37 @@ class FinetuneModelArguments:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown --loss {self.loss!r}; choose one of {LOSSES}.")
+
+
+@dataclass
+class MixingArguments:
+    """Batch mixing in BFT (livt_hf/data/mixing.py). A parameter changed for a method that does not use it is an error."""
+
+    mixing: str = field(default="mixup_cutmix", metadata={"help": f"One of {MIXING_METHODS} (LiVT: mixup_cutmix)."})
+    mixup_alpha: float = field(default=MIXING_DEFAULTS["mixup_alpha"], metadata={"help": "Mixup's Beta α (0: off)."})
+    cutmix_alpha: float = field(default=MIXING_DEFAULTS["cutmix_alpha"], metadata={"help": "CutMix's Beta α (0: off)."})
+    mix_switch_prob: float = field(
+        default=MIXING_DEFAULTS["mix_switch_prob"], metadata={"help": "Probability a batch uses cutmix, not mixup."}
+    )
+    remix_kappa: float = field(default=MIXING_DEFAULTS["remix_kappa"], metadata={"help": "Remix's count ratio κ."})
+    remix_tau: float = field(default=MIXING_DEFAULTS["remix_tau"], metadata={"help": "Remix's mixing threshold τ."})
+    unimix_alpha: float = field(
+        default=MIXING_DEFAULTS["unimix_alpha"], metadata={"help": "α of the UniMix factor's Beta (paper: 0.5)."}
+    )
+    unimix_tau: float = field(
+        default=MIXING_DEFAULTS["unimix_tau"],
+        metadata={"help": "UniMix sampler: partner class ∝ π^τ (1: random; paper: −1 for 10 classes, 0 for 100)."},
+    )
+    mix_until_epoch: int | None = field(
+        default=MIXING_DEFAULTS["mix_until_epoch"],
+        metadata={"help": "Stop mixing from this epoch on (UniMix Alg. 1's T1; paper: 120 of 200). Default: never."},
+    )
+
+    def __post_init__(self):
+        Mixer(self.mixing, [1, 1], **self.mixer_params())  # validates names and values before any data is loaded
+
+    def mixer_params(self) -> dict:
+        return {name: getattr(self, name) for name in MIXING_DEFAULTS}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Trainer subclasses for both stages: MAE/LiVT parameter groups, and Bal-BCE computed outside the model."""
+"""Trainer subclasses for both stages: MAE/LiVT parameter groups; for BFT, the loss computed outside the model on
+mixed batches, drawn by a class-aware sampler."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Sampler
 from transformers import EvalPrediction, Trainer
 
+from .data.mixing import Mixer, smooth_targets
+from .data.samplers import PairedDataset
 from .metrics import long_tail_metrics
 from .optim import param_groups
 
@@ -48,22 +52,69 @@ class MAEPretrainingTrainer(LiVTTrainer):
 
 
 class BalancedTrainer(LiVTTrainer):
-    """LiVT stage 2. The loss is computed here from the model's logits, so the training step may feed soft targets
-    (mixing) and so a different loss can be passed (`loss_fn`) without touching the model. Defaults to the
-    model's own loss, built from its config."""
+    """LiVT stage 2. The loss is computed here from the model's logits, so the training step can feed it soft
+    targets and a different loss can be passed (`loss_fn`) without touching the model; it defaults to the model's
+    own loss, built from its config.
 
-    def __init__(self, *args, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, **kwargs):
+    Training batches come from `train_sampler` (a class-aware sampler, default: Trainer's shuffle) and are mixed on
+    the device by `mixer`; `--label_smoothing_factor` smooths the training targets (Trainer's own label smoother
+    would be bypassed by this `compute_loss`). Evaluation sees neither mixing nor smoothing.
+    """
+
+    def __init__(
+        self,
+        *args,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        train_sampler: Sampler | None = None,
+        mixer: Mixer | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        if train_sampler is not None and self.args.train_sampling_strategy != "random":
+            raise ValueError(
+                f"--train_sampling_strategy {self.args.train_sampling_strategy} and a class-aware --train_sampler "
+                "both choose the training order; drop --train_sampling_strategy."
+            )
         self.loss_fn = loss_fn if loss_fn is not None else self.accelerator.unwrap_model(self.model).loss_fn
+        self.train_sampler, self.mixer = train_sampler, mixer
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's loader over a `PairedDataset`, which loads the (image, partner) pairs UniMix's sampler yields."""
+        if self.train_dataset is None:
+            raise ValueError("BalancedTrainer: training requires a train_dataset.")
+        return self._get_dataloader(
+            dataset=PairedDataset(self.train_dataset),
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        set_epoch = getattr(self.loss_fn, "set_epoch", None)  # deferred re-weighting follows the epoch
-        if model.training and set_epoch is not None:
-            set_epoch(self.state.epoch)
+        if model.training:
+            inputs = self.training_inputs(inputs)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss = self.loss_fn(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def training_inputs(self, inputs: dict) -> dict:
+        """The batch as the loss sees it in training: mixed, smoothed, with the epoch passed to the loss (DRW)."""
+        epoch = self.state.epoch or 0.0
+        set_epoch = getattr(self.loss_fn, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        if self.mixer is not None:
+            inputs = self.mixer(inputs, epoch)
+        elif "partner_pixel_values" in inputs:
+            raise ValueError("The sampler yields partner images but no mixer uses them: pass `mixer=`.")
+        if self.args.label_smoothing_factor:
+            num_classes = self.accelerator.unwrap_model(self.model).config.num_labels
+            inputs["labels"] = smooth_targets(inputs["labels"], num_classes, self.args.label_smoothing_factor)
+        return inputs
 
 
 def long_tail_compute_metrics(

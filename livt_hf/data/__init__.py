@@ -10,6 +10,8 @@ from .long_tail import (
     pareto_counts,
     profile_counts,
 )
+from .mixing import MIXING_METHODS, Mixer
+from .samplers import SAMPLERS, ClassAwareSampler, PairedDataset, PartnerSampler, build_train_sampler
 from .sources import (
     FASHION_MNIST_DIR,
     load_fashion_mnist,
@@ -19,6 +21,7 @@ from .sources import (
 )
 from .transforms import (
     attach_transforms,
+    auto_augment_transform,
     batch_transform,
     eval_transform,
     image_mode,
@@ -28,6 +31,14 @@ from .transforms import (
 
 __all__ = [
     "attach_transforms",
+    "auto_augment_transform",
+    "build_train_sampler",
+    "ClassAwareSampler",
+    "MIXING_METHODS",
+    "Mixer",
+    "PairedDataset",
+    "PartnerSampler",
+    "SAMPLERS",
     "FASHION_MNIST_DIR",
     "LongTailSplit",
     "balanced_counts",

@@ -1,12 +1,15 @@
-"""Image transforms for both stages (LiVT Table 9), applied lazily with `Dataset.with_transform`.
+"""Image transforms for both stages (LiVT Table 9), applied lazily with `Dataset.set_transform`.
 
-Training augmentation is only ever attached to the train split; validation and test get the deterministic
-resize + centre crop.
+MGP: RandomResizedCrop + flip + normalise. BFT adds RandAugment "(9, 0.5)" (timm's `rand-m9-mstd0.5`, as MAE's
+fine-tuning) and RandomErasing 0.25; mixup / cutmix run later, in the training step (`mixing.py`). Training
+augmentation is only ever attached to the train split; validation and test get the deterministic resize + centre crop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+import re
 
 import torch
 from datasets import DatasetDict
@@ -20,21 +23,81 @@ def image_mode(num_channels: int) -> str:
     return "L" if num_channels == 1 else "RGB"
 
 
+_MAX_LEVEL = 10  # timm's magnitude scale: level 10 is each op's largest change
+_LEVEL_BINS = 101  # torchvision bins on that scale in steps of 0.1, so a noisy level keeps its precision
+
+
+class NoisyRandAugment(torch.nn.Module):
+    """RandAugment on timm's 0–10 magnitude scale, the level drawn per op from N(magnitude, magnitude_std) and
+    clipped to [0, 10] (timm's `mstd`). Each op is torchvision's `RandAugment` with one op, whose operations already
+    grow more severe with the magnitude (timm's `inc1` variants)."""
+
+    def __init__(self, num_ops: int, magnitude: float, magnitude_std: float = 0.0):
+        super().__init__()
+        if num_ops < 1 or not 0 <= magnitude <= _MAX_LEVEL or magnitude_std < 0:
+            raise ValueError(
+                f"RandAugment needs ≥ 1 op, a magnitude in [0, {_MAX_LEVEL}] and a std ≥ 0; got n={num_ops}, "
+                f"m={magnitude}, mstd={magnitude_std}."
+            )
+        self.num_ops, self.magnitude, self.magnitude_std = num_ops, magnitude, magnitude_std
+        self.op = T.RandAugment(
+            num_ops=1, num_magnitude_bins=_LEVEL_BINS, interpolation=T.InterpolationMode.BILINEAR, fill=128
+        )
+
+    def forward(self, image):
+        for _ in range(self.num_ops):
+            level = self.magnitude + self.magnitude_std * torch.randn(()).item()
+            self.op.magnitude = round(min(max(level, 0.0), _MAX_LEVEL) * (_LEVEL_BINS - 1) / _MAX_LEVEL)
+            image = self.op(image)
+        return image
+
+
+def auto_augment_transform(spec: str) -> torch.nn.Module | None:
+    """`none`, torchvision's ImageNet `autoaugment` policy, or timm's RandAugment string `rand-m9[-n2][-mstd0.5][-inc1]`
+    (LiVT Table 9's "(9, 0.5)" is `rand-m9-mstd0.5`; n defaults to 2 ops)."""
+    if spec == "none":
+        return None
+    if spec == "autoaugment":
+        return T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR, fill=128)
+    match = re.fullmatch(r"rand-m(\d+(?:\.\d+)?)(?:-n(\d+))?(?:-mstd(\d+(?:\.\d+)?))?(?:-inc1)?", spec)
+    if match is None:
+        raise ValueError(
+            f"Unknown --auto_augment {spec!r}: use 'none', 'autoaugment', or a RandAugment string such as "
+            "'rand-m9-mstd0.5' (magnitude 9 of 10, noise std 0.5, optional '-n<ops>')."
+        )
+    magnitude, num_ops, std = match.groups()
+    return NoisyRandAugment(int(num_ops or 2), float(magnitude), float(std or 0.0))
+
+
 def train_transform(
-    image_size: int, mean: Sequence[float], std: Sequence[float], crop_min_scale: float
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_min_scale: float,
+    auto_augment: str = "none",
+    random_erasing: float = 0.0,
 ) -> Callable:
-    """RandomResizedCrop + horizontal flip + normalise: the MGP recipe, and the BFT base before mixing."""
+    """RandomResizedCrop + horizontal flip [+ auto-augment] + normalise [+ RandomErasing].
+
+    MGP uses none of the bracketed steps (LiVT Table 9). RandomErasing fills with per-pixel Gaussian noise after
+    normalisation (timm's `mode='pixel'`, as in MAE / LiVT).
+    """
     if not 0 < crop_min_scale <= 1:
         raise ValueError(f"--crop_min_scale must be in (0, 1], got {crop_min_scale}.")
-    return T.Compose(
-        [
-            T.ToImage(),
-            T.RandomResizedCrop(image_size, scale=(crop_min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-            T.RandomHorizontalFlip(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean, std),
-        ]
-    )
+    if not 0 <= random_erasing <= 1:
+        raise ValueError(f"--random_erasing is a probability in [0, 1], got {random_erasing}.")
+    augment = auto_augment_transform(auto_augment)
+    steps = [
+        T.ToImage(),
+        T.RandomResizedCrop(image_size, scale=(crop_min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        *([augment] if augment is not None else []),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean, std),
+    ]
+    if random_erasing > 0:
+        steps.append(T.RandomErasing(p=random_erasing, value="random"))
+    return T.Compose(steps)
 
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
@@ -77,10 +140,18 @@ def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
 
 
 def attach_transforms(
-    splits: DatasetDict, processor: ViTImageProcessor, crop_min_scale: float, with_labels: bool = True
+    splits: DatasetDict,
+    processor: ViTImageProcessor,
+    crop_min_scale: float,
+    with_labels: bool = True,
+    auto_augment: str = "none",
+    random_erasing: float = 0.0,
 ) -> None:
     """Training augmentation on `train`, the deterministic eval transform on every other split."""
     size, mean, std = processor.size["height"], processor.image_mean, processor.image_std
     for name, split in splits.items():
-        transform = train_transform(size, mean, std, crop_min_scale) if name == "train" else eval_transform(size, mean, std)
+        if name == "train":
+            transform = train_transform(size, mean, std, crop_min_scale, auto_augment, random_erasing)
+        else:
+            transform = eval_transform(size, mean, std)
         split.set_transform(batch_transform(transform, len(mean), with_labels))
