@@ -38,7 +38,9 @@ def runs(tmp_path_factory):
         "per_device_train_batch_size": 16, "max_per_class": 100, "imbalance_ratio": 10, "validation_split": 0.1,
         "max_test_samples": 300, "use_cpu": True, "drop_path_rate": 0.05, "tau": 1.1, "many_threshold": 30,
         "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
-        "inference_test_prior": [0.05] * 5 + [0.15] * 5,
+        "inference_test_prior": [0.05] * 5 + [0.15] * 5, "train_sampler": "sqrt", "mixing": "unimix",
+        "unimix_tau": 0.0, "mix_until_epoch": 10, "label_smoothing_factor": 0.05, "auto_augment": "rand-m5-mstd0.5",
+        "random_erasing": 0.1,
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
     return mae, livt, finetune
@@ -80,6 +82,9 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     assert results["groups"]["many"] == [0, 1, 2, 3, 4] and results["groups"]["few"] == [9]
     args = json.loads((livt / "run_config.json").read_text())
     assert args["FinetuneModelArguments"]["layer_decay"] == 0.8
+    assert args["MixingArguments"] | {"mixing": "unimix", "unimix_tau": 0.0, "mix_until_epoch": 10} == args["MixingArguments"]
+    assert args["FinetuneDataArguments"]["auto_augment"] == "rand-m5-mstd0.5"
+    assert "Sampler sqrt, mixing MixingArguments(mixing='unimix'" in finetune.stdout
     # chosen on validation: the final eval metrics are those of the best validation epoch
     state = json.loads(max(livt.glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["best_metric"] == pytest.approx(json.loads((livt / "eval_results.json").read_text())["eval_accuracy"])

@@ -11,6 +11,7 @@ from livt_hf.arguments import (
     FinetuneDataArguments,
     FinetuneModelArguments,
     FinetuningArguments,
+    MixingArguments,
     PretrainDataArguments,
     PretrainingArguments,
     PretrainModelArguments,
@@ -33,7 +34,7 @@ def test_recipes_parse_completely(recipe, monkeypatch):
     stage = (
         (PretrainModelArguments, PretrainDataArguments, PretrainingArguments)
         if "pretrain" in recipe.name
-        else (FinetuneModelArguments, FinetuneDataArguments, FinetuningArguments)
+        else (FinetuneModelArguments, FinetuneDataArguments, MixingArguments, FinetuningArguments)
     )
     monkeypatch.setattr(sys, "argv", ["script", str(recipe)])
     raw = json.loads(recipe.read_text())

@@ -1,0 +1,153 @@
+"""Class-aware samplers: the class distribution each one draws, seeding per epoch, UniMix's partner sampler, and
+per-rank sharding in a real 2-process (gloo) training run."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import REPO
+from livt_hf.data import PairedDataset
+from livt_hf.data.long_tail import exponential_counts
+from livt_hf.data.samplers import (
+    ClassAwareSampler,
+    PartnerSampler,
+    build_train_sampler,
+    class_power_weights,
+    class_probabilities,
+)
+
+COUNTS = exponential_counts(1000, 10, 100)  # 1000 … 10
+LABELS = torch.repeat_interleave(torch.arange(10), torch.tensor(COUNTS))
+N = torch.tensor(COUNTS, dtype=torch.float64)
+
+
+def drawn_class_frequencies(sampler, epochs=range(20)):
+    drawn = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        drawn += [LABELS[i].item() for i in sampler]
+    return torch.tensor([Counter(drawn)[c] for c in range(10)], dtype=torch.float64) / len(drawn)
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("instance", N / N.sum()), ("class_balanced", torch.full((10,), 0.1, dtype=torch.float64)),
+     ("sqrt", N.sqrt() / N.sqrt().sum())],
+)  # fmt: skip
+def test_each_sampler_draws_classes_with_probability_n_to_the_q(kind, expected):
+    frequencies = drawn_class_frequencies(ClassAwareSampler(LABELS, kind, seed=0))
+    assert torch.allclose(frequencies, expected, atol=0.01)
+
+
+def test_instance_sampler_is_a_permutation_and_the_others_draw_with_replacement():
+    instance = ClassAwareSampler(LABELS, "instance")
+    assert sorted(instance) == list(range(len(LABELS)))
+    balanced = list(ClassAwareSampler(LABELS, "class_balanced"))
+    assert len(balanced) == len(LABELS) and len(set(balanced)) < len(LABELS)
+
+
+def test_progressive_sampler_moves_from_instance_to_class_balanced():
+    """Kang et al. 2020: p(t) = (1 − t/T)·p_IB + (t/T)·p_CB."""
+    sampler = ClassAwareSampler(LABELS, "progressive", num_epochs=4, seed=0)
+    pi = N / N.sum()
+    for epoch in (0, 1, 2, 4):
+        t = epoch / 4
+        expected = (1 - t) * pi + t / 10
+        assert torch.allclose(class_probabilities(LABELS, sampler.weights(epoch)), expected), epoch
+        assert torch.allclose(drawn_class_frequencies(sampler, [epoch]), expected, atol=0.03), epoch
+    with pytest.raises(ValueError, match="number of training epochs"):
+        ClassAwareSampler(LABELS, "progressive")
+
+
+def test_samplers_are_reproducible_and_reseeded_every_epoch():
+    a, b = ClassAwareSampler(LABELS, "sqrt", seed=7), ClassAwareSampler(LABELS, "sqrt", seed=7)
+    assert list(a) == list(b)  # same seed, same epoch: the same order on every process
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+    a.set_epoch(0)
+    assert list(a) == first  # a resumed epoch replays its order
+    assert list(ClassAwareSampler(LABELS, "sqrt", seed=8)) != first
+
+
+def test_partner_sampler_draws_partners_with_probability_pi_to_the_tau():
+    """UniMix Eq. 9: P_inv(c) = π_c^τ / Σ π^τ; τ = −1 makes the tail the most likely partner."""
+    for tau in (-1.0, 0.0, 0.5):
+        sampler = PartnerSampler(ClassAwareSampler(LABELS, "instance"), tau=tau)
+        partners = []
+        for epoch in range(20):
+            sampler.set_epoch(epoch)
+            partners += [LABELS[j].item() for _, j in sampler]
+        frequencies = torch.tensor([Counter(partners)[c] for c in range(10)], dtype=torch.float64) / len(partners)
+        pi = N / N.sum()
+        assert torch.allclose(frequencies, pi**tau / (pi**tau).sum(), atol=0.01), tau
+
+
+def test_partner_sampler_stops_pairing_at_until_epoch():
+    """UniMix Alg. 1: mixing stops at T1; from then on no partner image is loaded."""
+    sampler = PartnerSampler(ClassAwareSampler(LABELS, "instance", seed=1), tau=-1.0, until_epoch=2)
+    sampler.set_epoch(1)
+    assert all(isinstance(k, tuple) for k in sampler)
+    sampler.set_epoch(2)
+    plain = list(sampler)
+    reference = ClassAwareSampler(LABELS, "instance", seed=1)
+    reference.set_epoch(2)
+    assert plain == list(reference)  # the base sampler's own order, unchanged
+    with pytest.raises(ValueError, match="τ ≤ 1"):
+        PartnerSampler(ClassAwareSampler(LABELS), tau=1.5)
+
+
+def test_class_power_weights_give_class_totals_n_to_the_power():
+    labels = torch.tensor([0, 0, 0, 0, 1, 2, 2])
+    totals = torch.bincount(labels, weights=class_power_weights(labels, 0.5))
+    assert torch.allclose(totals, torch.tensor([2.0, 1.0, 2**0.5], dtype=torch.float64))
+
+
+def test_paired_dataset_loads_partners_under_a_prefix(fashion_mnist):
+    data = fashion_mnist["train"].select(range(6)).with_format("torch")
+    paired = PairedDataset(data)
+    rows = paired.__getitems__([(0, 5), (1, 4)])
+    assert torch.equal(rows[0]["image"], data[0]["image"]) and torch.equal(rows[0]["partner_image"], data[5]["image"])
+    assert rows[1]["label"] == data[1]["label"] and rows[1]["partner_label"] == data[4]["label"]
+    assert set(paired.__getitems__([2])[0]) == {"image", "label"}
+
+
+@pytest.mark.parametrize("kind, mixing", [("class_balanced", "unimix"), ("instance", "none")])
+def test_two_processes_see_disjoint_shares_of_one_sampled_sequence(tmp_path, kind, mixing):
+    """A real 2-process (gloo, CPU) training run through Trainer and accelerate: each epoch, the two ranks' batches
+    interleave into exactly the sequence one process draws, so they are disjoint shares with the sampler's class
+    distribution, re-seeded per epoch; UniMix's partners travel with their images."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               str(REPO / "tests/helpers/record_sampling.py"), str(tmp_path), kind, mixing]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+
+    sys.path.insert(0, str(REPO / "tests/helpers"))
+    from record_sampling import COUNTS as counts  # noqa: E402
+
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    reference = build_train_sampler(labels, kind, 2, seed=3, partner_tau=-1.0 if mixing == "unimix" else None)
+    orders = []
+    for epoch in (0, 1):
+        steps = [[s for s in r["steps"] if s["epoch"] == epoch] for r in ranks]
+        assert len(steps[0]) == len(steps[1]) == 15
+        interleaved = [step for pair in zip(*steps) for step in pair]  # batch k of rank r is batch 2k + r
+        reference.set_epoch(epoch)
+        expected = list(reference)
+        if mixing == "unimix":
+            assert [(i, j) for s in interleaved for i, j in zip(s["idx"], s["partner_idx"])] == expected
+        else:
+            assert [i for s in interleaved for i in s["idx"]] == expected
+            assert all(s["partner_idx"] is None for s in interleaved)
+            assert sorted(expected) == list(range(len(labels)))  # so the two ranks' images are disjoint
+        assert all(labels[i] == y for s in interleaved for i, y in zip(s["idx"], s["labels"]))
+        orders.append(expected)
+    assert orders[0] != orders[1]
