@@ -115,6 +115,8 @@ def test_paired_dataset_loads_partners_under_a_prefix(fashion_mnist):
     assert torch.equal(rows[0]["image"], data[0]["image"]) and torch.equal(rows[0]["partner_image"], data[5]["image"])
     assert rows[1]["label"] == data[1]["label"] and rows[1]["partner_label"] == data[4]["label"]
     assert set(paired.__getitems__([2])[0]) == {"image", "label"}
+    plain = PairedDataset([{"x": 0}, {"x": 1}])  # any map-style dataset, batched reads or not
+    assert plain[(1, 0)] == {"x": 1, "partner_x": 0} and plain[1] == {"x": 1}
 
 
 @pytest.mark.parametrize("kind, mixing", [("class_balanced", "unimix"), ("instance", "none")])

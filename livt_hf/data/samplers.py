@@ -113,10 +113,15 @@ class PairedDataset(Dataset):
 
     def __getitems__(self, keys: list) -> list[dict]:
         if not keys or not isinstance(keys[0], tuple):
-            return self.dataset.__getitems__(keys)
-        firsts = self.dataset.__getitems__([i for i, _ in keys])
-        partners = self.dataset.__getitems__([j for _, j in keys])
+            return self._load(keys)
+        firsts, partners = self._load([i for i, _ in keys]), self._load([j for _, j in keys])
         return [a | {f"partner_{k}": v for k, v in b.items()} for a, b in zip(firsts, partners)]
+
+    def _load(self, indices: list[int]) -> list[dict]:
+        """A batched read where the dataset has one (Hugging Face Datasets: one transform call per batch)."""
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(indices)
+        return [self.dataset[i] for i in indices]
 
 
 def build_train_sampler(
