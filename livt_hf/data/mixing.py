@@ -50,7 +50,7 @@ MIXING_USED_BY = {
 
 def sample_beta(alpha: float, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> torch.Tensor:
     """Draws from Beta(α, α) with the global torch RNG (seeded by Trainer)."""
-    a = torch.tensor(float(alpha), device=device)
+    a = torch.full((), float(alpha), device=device)  # a fill, not a host-to-device copy: no sync in the step
     return torch.distributions.Beta(a, a).sample(shape)
 
 
@@ -58,7 +58,8 @@ def unimix_factor(prior_i: torch.Tensor, prior_j: torch.Tensor, alpha: float) ->
     """ξ* ~ 𝒰(π_i, π_j, α, α) of UniMix Eq. 6: ξ* = (ξ + π_j / (π_i + π_j)) mod 1, ξ ~ Beta(α, α).
 
     Eq. 6's density is f(ξ* − s + 1) on [0, s) and f(ξ* − s) on [s, 1] with s = π_j / (π_i + π_j): exactly the
-    law of (ξ + s) mod 1. Image i gets weight ξ*, so a head image i paired with a tail image j gets little.
+    law of (ξ + s) mod 1. Image i gets weight ξ*, so a head image i paired with a tail image j gets little. Only the
+    ratio of the priors matters, so class counts serve as well.
     """
     shift = prior_j / (prior_i + prior_j)
     return torch.remainder(sample_beta(alpha, prior_i.shape, prior_i.device) + shift, 1.0)
@@ -142,6 +143,13 @@ class Mixer:
         self.method, self.params = method, p
         self.counts = torch.as_tensor(class_counts, dtype=torch.float32)
         self.num_classes = len(class_counts)
+        self._counts_on: dict[torch.device, torch.Tensor] = {}
+
+    def _counts(self, device: torch.device) -> torch.Tensor:
+        """The class counts on `device`, copied once rather than every step (a copy would wait for the GPU)."""
+        if device not in self._counts_on:
+            self._counts_on[device] = self.counts.to(device)
+        return self._counts_on[device]
 
     @property
     def needs_partners(self) -> bool:
@@ -163,15 +171,15 @@ class Mixer:
         if self.method == "unimix":
             if partner_x is None:
                 raise ValueError("UniMix needs partner images: train with the PartnerSampler (BalancedTrainer does).")
-            prior = (self.counts / self.counts.sum()).to(x.device)
-            xi = unimix_factor(prior[y], prior[partner_y], self.params["unimix_alpha"])
+            counts = self._counts(x.device)
+            xi = unimix_factor(counts[y], counts[partner_y], self.params["unimix_alpha"])  # ratios: counts as priors
             return inputs | {"pixel_values": mixup_images(x, partner_x, xi),
                              "labels": mix_targets(y, partner_y, xi, self.num_classes)}
         x_mixed, lam = self._mix_with_reversed(x)
         partner_y = y.flip(0)
         weight = torch.full(y.shape, lam, device=y.device)
         if self.method == "remix":
-            counts = self.counts.to(y.device)
+            counts = self._counts(y.device)
             weight = remix_label_weight(weight, counts[y], counts[partner_y], self.params["remix_kappa"],
                                         self.params["remix_tau"])
         return inputs | {"pixel_values": x_mixed, "labels": mix_targets(y, partner_y, weight, self.num_classes)}
