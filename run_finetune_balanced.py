@@ -37,6 +37,8 @@ def main():
     model_args, data_args, mixing_args, training_args = parse_args(
         FinetuneModelArguments, FinetuneDataArguments, MixingArguments, FinetuningArguments
     )
+    if data_args.train_sampler == "progressive" and training_args.max_steps > 0:
+        raise ValueError("The progressive sampler follows --num_train_epochs; train by epochs, not --max_steps.")
     checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
@@ -63,8 +65,6 @@ def main():
     if data_channels != config.num_channels:
         logger.warning("Images have %d channel(s), the checkpoint %d: they are converted to %s.",
                        data_channels, config.num_channels, "grayscale" if config.num_channels == 1 else "RGB")
-    if data_args.train_sampler == "progressive" and training_args.max_steps > 0:
-        raise ValueError("The progressive sampler follows --num_train_epochs; train by epochs, not --max_steps.")
     train_sampler = build_train_sampler(
         splits["train"]["label"],
         data_args.train_sampler,

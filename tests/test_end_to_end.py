@@ -123,3 +123,10 @@ def test_table_d2_command_on_the_trained_model(runs):
     # (as_trained is not compared: with τ = 1.1 the raw logits answer for a prior between π_s and uniform)
     assert rows[0]["images"] == rows[2]["images"] < balanced["images"]  # ρ' and 1/ρ' resample the same counts
     assert "| ρ' | images | as trained |" in result.stdout
+
+
+def test_progressive_sampler_by_steps_is_refused_before_any_work(tmp_path):
+    result = run("run_finetune_balanced.py", "--train_sampler", "progressive", "--max_steps", 5,
+                 "--output_dir", tmp_path / "o", check=False)  # fmt: skip
+    assert result.returncode != 0 and "train by epochs, not --max_steps" in result.stderr
+    assert not (tmp_path / "o").exists()
