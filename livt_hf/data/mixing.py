@@ -96,10 +96,9 @@ def remix_label_weight(
 ) -> torch.Tensor:
     """Remix's weight on label i: 0 if n_i / n_j ≥ κ and λ < τ; 1 if n_i / n_j ≤ 1/κ and 1 − λ < τ; else λ."""
     ratio = counts_i / counts_j
-    weight = lam.expand_as(ratio).clone()
-    weight[(ratio >= kappa) & (lam < tau)] = 0.0
-    weight[(ratio <= 1 / kappa) & (1 - lam < tau)] = 1.0
-    return weight
+    weight = lam.expand_as(ratio)
+    weight = torch.where((ratio >= kappa) & (lam < tau), 0.0, weight)  # where, not a mask write: no device sync
+    return torch.where((ratio <= 1 / kappa) & (1 - lam < tau), 1.0, weight)
 
 
 def mix_targets(y_i: torch.Tensor, y_j: torch.Tensor, weight: torch.Tensor, num_classes: int) -> torch.Tensor:
