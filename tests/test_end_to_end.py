@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
         "max_test_samples": 300, "use_cpu": True, "drop_path_rate": 0.05, "tau": 1.1, "many_threshold": 30,
         "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
         "inference_test_prior": [0.05] * 5 + [0.15] * 5, "train_sampler": "sqrt", "mixing": "unimix",
-        "unimix_tau": 0.0, "mix_until_epoch": 10, "label_smoothing_factor": 0.05, "auto_augment": "rand-m5-mstd0.5",
+        "unimix_tau": 0.0, "mix_until_epoch": 10, "label_smoothing_factor": 0.05, "auto_augment": "rand-m1-n1",
         "random_erasing": 0.1,
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
@@ -83,7 +83,7 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     args = json.loads((livt / "run_config.json").read_text())
     assert args["FinetuneModelArguments"]["layer_decay"] == 0.8
     assert args["MixingArguments"] | {"mixing": "unimix", "unimix_tau": 0.0, "mix_until_epoch": 10} == args["MixingArguments"]
-    assert args["FinetuneDataArguments"]["auto_augment"] == "rand-m5-mstd0.5"
+    assert args["FinetuneDataArguments"]["auto_augment"] == "rand-m1-n1"
     assert "Sampler sqrt, mixing MixingArguments(mixing='unimix'" in finetune.stdout
     # chosen on validation: the final eval metrics are those of the best validation epoch
     state = json.loads(max(livt.glob("checkpoint-*/trainer_state.json")).read_text())
