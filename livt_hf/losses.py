@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .options import resolve_options
+
 LOSSES = ("ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal")
 SIGMOID_LOSSES = ("bce", "bal_bce", "nt_bce", "nt_bce_bal")
 PRIOR_AWARE_LOSSES = ("bal_ce", "la", "bal_bce", "nt_bce_bal")  # the losses τ applies to
@@ -249,17 +251,11 @@ def build_loss(
 
     A τ or a parameter changed from its default for a loss that does not use it is an error, never ignored.
     """
-    unknown = set(params) - set(LOSS_DEFAULTS)
-    if unknown:
-        raise ValueError(f"Unknown loss parameters {sorted(unknown)}; known: {sorted(LOSS_DEFAULTS)}.")
-    p = LOSS_DEFAULTS | params
+    drw = {"drw"} if params.get("drw_epoch") is not None else set()
+    p = resolve_options("loss", params, LOSS_DEFAULTS, _USED_BY, {loss} | drw, f"on loss {loss!r}")
     bias = logit_bias(loss, class_counts, test_prior)
     if loss not in PRIOR_AWARE_LOSSES and tau != 1.0:
         raise ValueError(f"τ = {tau} has no effect on loss {loss!r}; τ applies to {PRIOR_AWARE_LOSSES}.")
-    uses = {loss} | ({"drw"} if p["drw_epoch"] is not None else set())
-    for name, value in params.items():
-        if value != LOSS_DEFAULTS[name] and not uses & set(_USED_BY[name]):
-            raise ValueError(f"{name} = {value} has no effect on loss {loss!r}; it applies to {_USED_BY[name]}.")
     if loss in SIGMOID_LOSSES:
         return SigmoidLoss(bias, tau, p["negative_tolerance"])
     weighted = loss == "cb" or p["drw_epoch"] is not None

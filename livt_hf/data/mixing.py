@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from ..losses import as_probabilities
+from ..options import resolve_options
 
 MIXING_METHODS = ("none", "mixup_cutmix", "remix", "unimix")
 
@@ -115,15 +116,7 @@ class Mixer:
     def __init__(self, method: str, class_counts: Sequence[int], **params):
         if method not in MIXING_METHODS:
             raise ValueError(f"Unknown --mixing {method!r}; choose one of {MIXING_METHODS}.")
-        unknown = set(params) - set(MIXING_DEFAULTS)
-        if unknown:
-            raise ValueError(f"Unknown mixing parameters {sorted(unknown)}; known: {sorted(MIXING_DEFAULTS)}.")
-        for name, value in params.items():
-            if value != MIXING_DEFAULTS[name] and method not in MIXING_USED_BY[name]:
-                raise ValueError(
-                    f"--{name} = {value} has no effect with --mixing {method}; it applies to {MIXING_USED_BY[name]}."
-                )
-        p = MIXING_DEFAULTS | params
+        p = resolve_options("mixing", params, MIXING_DEFAULTS, MIXING_USED_BY, {method}, f"with --mixing {method}")
         for name in ("mixup_alpha", "cutmix_alpha"):
             if p[name] < 0:
                 raise ValueError(f"--{name} must be ≥ 0 (0 switches it off), got {p[name]}.")
@@ -149,11 +142,6 @@ class Mixer:
         if device not in self._counts_on:
             self._counts_on[device] = self.counts.to(device)
         return self._counts_on[device]
-
-    @property
-    def needs_partners(self) -> bool:
-        """UniMix draws partners from its own sampler; the other methods pair the batch with itself reversed."""
-        return self.method == "unimix"
 
     def active(self, epoch: float) -> bool:
         until = self.params["mix_until_epoch"]
