@@ -126,6 +126,7 @@ def main():
         split_info.save(out / "lt_split.json")
         save_run_config(training_args.output_dir, model_args, data_args, mixing_args, training_args)
         print(table)
+    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
 
 
 if __name__ == "__main__":

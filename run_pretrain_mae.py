@@ -42,6 +42,7 @@ def main():
         split_info.save(f"{training_args.output_dir}/lt_split.json")
         save_run_config(training_args.output_dir, model_args, data_args, training_args)
     logger.info("Validation reconstruction loss %.4f; checkpoint in %s", metrics["eval_loss"], training_args.output_dir)
+    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def main(out_dir: str, kind: str, mixing: str) -> None:
     trainer.train()
     rank = trainer.args.process_index
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"world": trainer.args.world_size, "steps": trainer.seen}))
+    trainer.accelerator.end_training()  # without it a gloo worker thread can abort the process at exit
 
 
 if __name__ == "__main__":
