@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from transformers.trainer_utils import PredictionOutput
+
 from livt_hf.arguments import (
     FinetuneDataArguments,
     FinetuneModelArguments,
@@ -33,7 +35,8 @@ from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
 
-def main():
+def main() -> tuple[BalancedTrainer, PredictionOutput]:
+    """Fine-tune, report on the test split; returns the trainer and the test predictions (for tests and notebooks)."""
     model_args, data_args, mixing_args, training_args = parse_args(
         FinetuneModelArguments, FinetuneDataArguments, MixingArguments, FinetuningArguments
     )
@@ -126,8 +129,9 @@ def main():
         split_info.save(out / "lt_split.json")
         save_run_config(training_args.output_dir, model_args, data_args, mixing_args, training_args)
         print(table)
-    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
+    return trainer, test
 
 
 if __name__ == "__main__":
-    main()
+    trainer, _ = main()
+    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly

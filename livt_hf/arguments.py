@@ -242,6 +242,11 @@ class ScaledLRTrainingArguments(TrainingArguments):
             )
         self.learning_rate = explicit_lr if explicit_lr is not None else 0.0
         super().__post_init__()
+        if self.fsdp_plugin_args is not None and (self.use_cpu or not torch.accelerator.is_available()):
+            raise ValueError(
+                "--fsdp shards the model across GPUs (or other accelerators); accelerate runs CPU processes as plain "
+                "DDP and would ignore it. Drop --fsdp here: torchrun / accelerate launch give DDP without it."
+            )
         if explicit_lr is None:
             blr = self.base_learning_rate if self.base_learning_rate is not None else self.default_base_learning_rate
             self.learning_rate = blr * self.total_train_batch_size / 256

@@ -61,6 +61,13 @@ def test_learning_rate_rule():
         parse(FinetuningArguments, "--learning_rate", "3e-4", "--base_learning_rate", "1e-3")
 
 
+def test_fsdp_on_cpu_processes_is_refused_not_ignored():
+    # accelerate only shards across accelerators: on CPU it would quietly run DDP instead
+    with pytest.raises(ValueError, match="--fsdp shards the model across GPUs"):
+        parse(FinetuningArguments, "--fsdp")
+    assert parse(FinetuningArguments).fsdp is None
+
+
 def test_trainer_optimizer_has_layer_decayed_groups(tmp_path):
     args = parse(FinetuningArguments, "--learning_rate", "1e-3", "--output_dir", str(tmp_path), "--eval_strategy", "no",
                  "--load_best_model_at_end", "0")

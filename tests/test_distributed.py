@@ -1,0 +1,59 @@
+"""Two processes (torchrun, gloo, CPU) fine-tune through the real script: DDP keeps the ranks' weights identical and
+the gathered evaluation counts every test image exactly once, although the split does not divide into the batches."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import HfArgumentParser
+
+from conftest import REPO
+
+from livt_hf.arguments import FinetuneDataArguments
+from livt_hf.data import prepare_splits
+
+SPLIT = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "301"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, tiny_mae_dir):
+    tmp = tmp_path_factory.mktemp("ddp")
+    flags = [*SPLIT, "--mae_checkpoint", str(tiny_mae_dir), "--output_dir", str(tmp / "run"), "--use_cpu", "1",
+             "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+             "--train_sampler", "sqrt", "--mixing", "mixup_cutmix", "--report_to", "none"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               str(REPO / "tests/helpers/distributed_finetune.py"), str(tmp), *flags]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    return ranks, tmp / "run", result.stdout
+
+
+def test_both_ranks_end_with_identical_weights(two_ranks):
+    ranks, _, log = two_ranks
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert "Total train batch 16" in log  # 8 per process × 2 processes
+    first, second = (r["weights"] for r in ranks)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_evaluation_counts_each_test_image_once(two_ranks, tiny_mae_dir):
+    ranks, run_dir, _ = two_ranks
+    # 301 images in batches of 16 over 2 processes: the last round is padded with repeated images, which must be
+    # dropped again when the predictions are gathered
+    (data_args,) = HfArgumentParser(FinetuneDataArguments).parse_args_into_dataclasses(SPLIT)
+    splits, _ = prepare_splits(data_args)
+    test_labels = torch.tensor(splits["test"]["label"])
+    assert len(test_labels) == 301
+    for rank in ranks:
+        assert rank["predictions"].shape == (301, 10)
+        assert torch.equal(rank["label_ids"], test_labels)  # every image once, in the split's order
+    assert torch.equal(ranks[0]["predictions"], ranks[1]["predictions"])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert sum(c["eval_count"] for c in results["classes"]) == 301
+    assert [c["eval_count"] for c in results["classes"]] == torch.bincount(test_labels, minlength=10).tolist()
