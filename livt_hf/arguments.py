@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,7 +229,14 @@ class ScaledLRTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete an earlier run in output_dir first."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image`: transforms read it lazily."})
     logging_steps: float = field(default=20)
-    dataloader_num_workers: int = field(default=0)
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Trainer's filter hides non-finite losses and syncs the GPU every step; off here."},
+    )
+    dataloader_num_workers: int = field(
+        default_factory=lambda: min(8, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0,
+        metadata={"help": "Image-decoding workers (default: half the cores, at most 8, with a GPU; none on CPU)."},
+    )
     dataloader_pin_memory: bool = field(
         default_factory=torch.cuda.is_available, metadata={"help": "Pin host memory (default: when CUDA is there)."}
     )
