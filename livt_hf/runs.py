@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 
@@ -29,8 +30,11 @@ def setup_logging(args: transformers.TrainingArguments) -> None:
 
 
 def start_run(args) -> str | None:
-    """Logging, the output-folder check, and the learning-rate rule in the log; returns the checkpoint to resume."""
+    """Logging, the output-folder check, the seed, and the learning-rate rule in the log; returns the checkpoint to
+    resume. Seeding here, before the model is built, makes its fresh weights (the BFT head) the same every run:
+    Trainer seeds only when it is constructed, after the model."""
     setup_logging(args)
+    set_seed(args.seed)
     with args.main_process_first(desc="checking output_dir"):  # rank 0 deletes (--overwrite_output_dir) first
         checkpoint = resolve_checkpoint(args)
     logger.info("Total train batch %d; %s", args.total_train_batch_size, args.lr_rule)

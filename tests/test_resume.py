@@ -1,0 +1,53 @@
+"""A fine-tune killed mid-epoch (SIGKILL) and restarted with `--resume_from_checkpoint last` ends with exactly the
+weights and metrics of an uninterrupted run with the same seed: optimizer, scheduler, sampler, augmentation and mixing
+state all continue."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO
+
+# 199 training images in batches of 16: 13 steps per epoch; checkpoints every 4 steps, the kill at step 18 falls in
+# the second epoch, 2 steps after checkpoint-16
+FLAGS = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "100",
+         "--use_cpu", "1", "--num_train_epochs", "3", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
+         "--report_to", "none", "--save_strategy", "steps", "--save_steps", "4", "--eval_strategy", "steps",
+         "--eval_steps", "4", "--train_sampler", "sqrt", "--mixing", "unimix", "--mix_until_epoch", "2",
+         "--auto_augment", "rand-m9-mstd0.5", "--random_erasing", "0.25"]  # fmt: skip
+
+
+def finetune(mae_dir, out_dir, *extra, kill_at=None):
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | ({"KILL_AT_STEP": str(kill_at)} if kill_at else {})
+    command = [sys.executable, str(REPO / "tests/helpers/killed_finetune.py"), *FLAGS, "--mae_checkpoint", str(mae_dir),
+               "--output_dir", str(out_dir), *extra]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mae_dir):
+    whole = finetune(tiny_mae_dir, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = finetune(tiny_mae_dir, tmp_path / "killed", kill_at=18)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "results.json").exists()
+    # restarting without saying what to do with the unfinished run is an error, not a silent fresh start
+    again = finetune(tiny_mae_dir, tmp_path / "killed")
+    assert again.returncode != 0 and "--resume_from_checkpoint last" in again.stdout + again.stderr
+
+    resumed = finetune(tiny_mae_dir, tmp_path / "killed", "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stdout and "checkpoint-16" in resumed.stdout
+
+    first, second = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "killed"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("whole", "killed")]
+    assert results[0] == results[1]
+    assert results[0]["metrics"]["accuracy"] == pytest.approx(sum(c["eval_count"] * c["accuracy"] for c in
+                                                                   results[0]["classes"]) / 100)  # fmt: skip
