@@ -20,8 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss, resolve_test_prior
-from .prior_shift import model_prior, shift_logits
+from .losses import build_loss, model_prior, resolve_test_prior, shift_logits
 
 
 class LiVTLayer(ViTLayer):
