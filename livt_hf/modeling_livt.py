@@ -22,6 +22,9 @@ from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
 from .losses import build_loss, model_prior, resolve_test_prior, shift_logits
 
+# ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
 
 class LiVTLayer(ViTLayer):
     """`ViTLayer` with stochastic depth on both residual branches. Adds no parameters: state-dict keys are unchanged."""
@@ -64,7 +67,12 @@ class LiVTPreTrainedModel(PreTrainedModel):
 
 
 class LiVTModel(LiVTPreTrainedModel):
-    """The encoder: patch + position embeddings and `num_hidden_layers` ViT layers (no final norm)."""
+    """The encoder: patch + position embeddings and `num_hidden_layers` ViT layers (no final norm).
+
+    A grayscale model (`num_channels=1`) also takes RGB pixel values and reads their luma: HF's pipelines convert
+    every image to RGB and image processors have no grayscale step. The processor normalises all channels with one
+    mean and std and the luma weights sum to 1, so the luma of a normalised RGB image is the normalised 'L' image.
+    """
 
     def __init__(self, config: LiVTConfig):
         super().__init__(config)
@@ -81,6 +89,9 @@ class LiVTModel(LiVTPreTrainedModel):
         output_hidden_states: bool | None = None,
     ) -> BaseModelOutput:
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        if self.config.num_channels == 1 and pixel_values.shape[1] == 3:
+            luma = pixel_values.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+            pixel_values = (pixel_values * luma).sum(1, keepdim=True)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         all_hidden = [hidden_states] if output_hidden_states else None
         for layer in self.layers:
