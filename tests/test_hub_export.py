@@ -1,4 +1,5 @@
-"""A saved LiVT model in HF's own tools: loaded as remote code where livt_hf is absent, pipelines, processors."""
+"""A saved LiVT model in HF's own tools: loaded as remote code where livt_hf is absent, pipelines, processors; and
+`--push_to_hub` failing before anything runs when the Hub cannot be used."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,11 @@ from datasets import DatasetDict
 from PIL import Image
 from transformers import TrainingArguments, ViTImageProcessor
 
+from conftest import REPO
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
+from livt_hf.arguments import FinetuningArguments
 from livt_hf.data import attach_transforms, image_processor
+from livt_hf.runs import FINISHED_MARKER, check_hub_access, start_run
 
 COUNTS = [round(500 * 0.6**i) for i in range(10)]  # a long tail, 500 … 5
 IMAGES = 8
@@ -144,3 +149,43 @@ def test_label_smoothing_is_not_reported_dropped_for_sigmoid_losses(tiny_mae_dir
         warnings.simplefilter("always")
         BalancedTrainer(model=model, args=args)
     assert not [w for w in caught if "Label smoothing" in str(w.message)]
+
+
+def push_args(tmp_path, **kwargs) -> FinetuningArguments:
+    return FinetuningArguments(output_dir=str(tmp_path / "out"), push_to_hub=True, report_to="none", **kwargs)
+
+
+def test_push_to_hub_offline_fails_before_the_run_touches_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    finished = tmp_path / "out" / FINISHED_MARKER
+    finished.parent.mkdir()
+    finished.write_text("{}")
+    message = r"--push_to_hub: offline mode is on.*unset HF_HUB_OFFLINE.*drop --push_to_hub"
+    with pytest.raises(ValueError, match=message):
+        start_run(push_args(tmp_path, overwrite_output_dir=True))
+    assert finished.exists()  # --overwrite_output_dir deleted nothing
+
+
+def test_push_to_hub_without_a_token_fails_early(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read from the environment at import
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    assert huggingface_hub.get_token() is None
+    message = r"--push_to_hub: no Hugging Face token found.*`hf auth login`.*--hub_token.*drop --push_to_hub"
+    with pytest.raises(ValueError, match=message):
+        start_run(push_args(tmp_path))
+    check_hub_access(push_args(tmp_path, hub_token="hf_not_a_real_token"))  # a token given as a flag is enough
+
+
+def test_script_with_push_to_hub_offline_stops_before_loading_data(tmp_path):
+    missing = str(tmp_path / "missing")  # loading the data or the checkpoint would fail on these
+    run = subprocess.run(
+        [sys.executable, str(REPO / "run_finetune_balanced.py"), "--push_to_hub", "--fashion_mnist_dir", missing,
+         "--mae_checkpoint", missing, "--output_dir", str(tmp_path / "out"), "--use_cpu", "1"],
+        cwd=tmp_path, env=os.environ | {"HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "ValueError: --push_to_hub: offline mode is on" in run.stderr, run.stderr[-3000:]
