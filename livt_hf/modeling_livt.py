@@ -3,6 +3,10 @@
 The encoder reuses HF's `ViTEmbeddings` and `ViTLayer`, whose parameter names are those of `ViTMAEModel`, so a
 MAE checkpoint's encoder loads key for key. The head follows MAE fine-tuning: mean of the patch tokens, a fresh
 LayerNorm (`fc_norm`), a linear layer initialised near zero; the encoder's final norm is dropped.
+
+`save_pretrained` copies this file and, recursively, the files it imports relatively into the checkpoint (remote
+code, see `livt_hf/__init__.py`). transformers finds them by matching `from .name import` lines and copies them flat,
+so this file and its relative imports may only import sibling modules (`from .losses import`), never a subpackage.
 """
 
 from __future__ import annotations
