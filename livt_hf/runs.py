@@ -30,8 +30,7 @@ def setup_logging(args: transformers.TrainingArguments) -> None:
 
 
 def start_run(args) -> str | None:
-    """Logging, the Hub and output-folder checks, and the learning-rate rule in the log; returns the checkpoint to
-    resume."""
+    """The Hub check (first), logging, the output-folder check, the LR rule; returns the checkpoint to resume."""
     check_hub_access(args)
     setup_logging(args)
     with args.main_process_first(desc="checking output_dir"):  # rank 0 deletes (--overwrite_output_dir) first
