@@ -20,12 +20,12 @@ from transformers import ViTImageProcessor
 from livt_hf import LiVTForImageClassification
 from livt_hf.arguments import DataArguments, parse_args
 from livt_hf.data import attach_transforms, prepare_splits
+from livt_hf.losses import model_prior
 from livt_hf.prior_shift import (
     TEST_IMBALANCE_RATIOS,
     PosteriorCalibration,
     evaluate_under_test_priors,
     format_test_prior_table,
-    model_prior,
 )
 
 

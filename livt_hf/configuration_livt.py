@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
-from .losses import LOSS_DEFAULTS, LOSSES, build_loss, resolve_test_prior
+from .losses import LOSS_DEFAULTS, LOSSES, SIGMOID_LOSSES, build_loss, resolve_test_prior
 
 # Fields that define the encoder's weights: a ViTMAE checkpoint must agree on all of them.
 ENCODER_GEOMETRY = (
@@ -39,6 +39,10 @@ class LiVTConfig(ViTConfig):
     cosine_head (`bool`): logits are cosines between the pooled feature and each class weight (needed by `ldam`).
     focal_gamma, cb_beta, ldam_max_margin, ldam_scale, drw_epoch, negative_tolerance: loss parameters, see
         `livt_hf.losses` (each may differ from its default only for a loss that uses it).
+
+    `problem_type` defaults to the loss family: `multi_label_classification` for the sigmoid losses (one binary
+    problem per class), `single_label_classification` for the softmax ones. HF's image-classification pipeline
+    reads it to score with a sigmoid or a softmax; the loss itself is always the configured one.
     """
 
     model_type = "livt"
@@ -57,6 +61,12 @@ class LiVTConfig(ViTConfig):
     ldam_scale: float = LOSS_DEFAULTS["ldam_scale"]
     drw_epoch: int | None = LOSS_DEFAULTS["drw_epoch"]
     negative_tolerance: float = LOSS_DEFAULTS["negative_tolerance"]
+
+    def __post_init__(self, **kwargs):
+        if self.problem_type is None:
+            sigmoid = self.loss in SIGMOID_LOSSES
+            self.problem_type = "multi_label_classification" if sigmoid else "single_label_classification"
+        super().__post_init__(**kwargs)
 
     def loss_params(self) -> dict:
         """The `LOSS_DEFAULTS` parameters as this config sets them."""

@@ -23,7 +23,8 @@ Sigmoid family (one binary problem per class):
 - ``nt_bce_bal``: NT-BCE on z + τ·B with Bal-BCE's full bias (test-prior terms included).
 
 The biases are added only during training: at test time argmax z is the prediction for the test prior the
-loss was built with (logit adjustment, Menon et al. 2021).
+loss was built with (logit adjustment, Menon et al. 2021). `model_prior` and `shift_logits` move the logits to
+another test prior (`livt_hf.prior_shift`).
 """
 
 from __future__ import annotations
@@ -117,6 +118,27 @@ def logit_bias(
         raise ValueError("Loss 'la' assumes a balanced test set; for a known test prior use 'bal_ce'.")
     pi_s = train_prior(class_counts)
     return _BIASES[loss](pi_s, resolve_test_prior(len(pi_s), test_prior_values))
+
+
+def model_prior(
+    loss: str, class_counts: Sequence[int], tau: float = 1.0, trained_test_prior: Sequence[float] | None = None
+) -> torch.Tensor:
+    """π_m, the prior a model's raw logits correspond to (float64, sums to 1 for softmax losses; the formulas are
+    explained in `livt_hf.prior_shift`)."""
+    pi_s = train_prior(class_counts)
+    if loss not in PRIOR_AWARE_LOSSES:
+        return pi_s
+    pi_t = resolve_test_prior(len(pi_s), None if loss == "la" else trained_test_prior)
+    if loss in SIGMOID_LOSSES:
+        return torch.sigmoid((1 - tau) * torch.logit(pi_s) + tau * torch.logit(pi_t))
+    mixed = torch.exp((1 - tau) * pi_s.log() + tau * pi_t.log())
+    return mixed / mixed.sum()
+
+
+def shift_logits(logits: torch.Tensor, loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
+    """Logits for `to_prior` from logits that answer for `from_prior`."""
+    bias = bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias
+    return logits - bias(from_prior, to_prior).to(logits.device, logits.dtype)
 
 
 def effective_number_weights(class_counts: Sequence[int], beta: float) -> torch.Tensor:

@@ -3,6 +3,10 @@
 The encoder reuses HF's `ViTEmbeddings` and `ViTLayer`, whose parameter names are those of `ViTMAEModel`, so a
 MAE checkpoint's encoder loads key for key. The head follows MAE fine-tuning: mean of the patch tokens, a fresh
 LayerNorm (`fc_norm`), a linear layer initialised near zero; the encoder's final norm is dropped.
+
+`save_pretrained` copies this file and, recursively, the files it imports relatively into the checkpoint (remote
+code, see `livt_hf/__init__.py`). transformers finds them by matching `from .name import` lines and copies them flat,
+so this file and its relative imports may only import sibling modules (`from .losses import`), never a subpackage.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss, resolve_test_prior
-from .prior_shift import model_prior, shift_logits
+from .losses import build_loss, model_prior, resolve_test_prior, shift_logits
+
+# ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class LiVTLayer(ViTLayer):
@@ -65,7 +71,12 @@ class LiVTPreTrainedModel(PreTrainedModel):
 
 
 class LiVTModel(LiVTPreTrainedModel):
-    """The encoder: patch + position embeddings and `num_hidden_layers` ViT layers (no final norm)."""
+    """The encoder: patch + position embeddings and `num_hidden_layers` ViT layers (no final norm).
+
+    A grayscale model (`num_channels=1`) also takes RGB pixel values and reads their luma: HF's pipelines convert
+    every image to RGB and image processors have no grayscale step. The processor normalises all channels with one
+    mean and std and the luma weights sum to 1, so the luma of a normalised RGB image is the normalised 'L' image.
+    """
 
     def __init__(self, config: LiVTConfig):
         super().__init__(config)
@@ -82,6 +93,9 @@ class LiVTModel(LiVTPreTrainedModel):
         output_hidden_states: bool | None = None,
     ) -> BaseModelOutput:
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        if self.config.num_channels == 1 and pixel_values.shape[1] == 3:
+            luma = pixel_values.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+            pixel_values = (pixel_values * luma).sum(1, keepdim=True)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         all_hidden = [hidden_states] if output_hidden_states else None
         for layer in self.layers:

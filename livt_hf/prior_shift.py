@@ -8,6 +8,10 @@ in logit space for sigmoid ones). Moving to π_new subtracts the loss family's o
 For ce / focal / cb / ldam π_m is taken as the train prior (exact for ce; the others reweight or add margins, so
 the shift is an approximation for them).
 
+`model_prior` (π_m) and `shift_logits` live in `livt_hf.losses`, next to the bias formulas: the model applies them
+in its forward, and the code saved with a checkpoint (`save_pretrained`) is modeling_livt.py with its flat
+relative imports only.
+
 An unknown π_new is estimated from unlabelled test predictions by EM (Saerens, Latinne & Decaestecker 2002).
 """
 
@@ -20,28 +24,8 @@ import numpy as np
 import torch
 
 from .data.long_tail import resample_indices, resampled_test_counts
-from .losses import PRIOR_AWARE_LOSSES, SIGMOID_LOSSES, bal_bce_bias, bal_ce_bias, resolve_test_prior, train_prior
+from .losses import resolve_test_prior, shift_logits
 from .metrics.calibration import class_probabilities, fit_logit_scaling
-
-
-def model_prior(
-    loss: str, class_counts: Sequence[int], tau: float = 1.0, trained_test_prior: Sequence[float] | None = None
-) -> torch.Tensor:
-    """π_m, the prior a model's raw logits correspond to (float64, sums to 1 for softmax losses)."""
-    pi_s = train_prior(class_counts)
-    if loss not in PRIOR_AWARE_LOSSES:
-        return pi_s
-    pi_t = resolve_test_prior(len(pi_s), None if loss == "la" else trained_test_prior)
-    if loss in SIGMOID_LOSSES:
-        return torch.sigmoid((1 - tau) * torch.logit(pi_s) + tau * torch.logit(pi_t))
-    mixed = torch.exp((1 - tau) * pi_s.log() + tau * pi_t.log())
-    return mixed / mixed.sum()
-
-
-def shift_logits(logits: torch.Tensor, loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
-    """Logits for `to_prior` from logits that answer for `from_prior`."""
-    bias = bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias
-    return logits - bias(from_prior, to_prior).to(logits.device, logits.dtype)
 
 
 def estimate_test_prior(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import torch
 import transformers
 from transformers import set_seed
@@ -30,15 +31,33 @@ def setup_logging(args: transformers.TrainingArguments) -> None:
 
 
 def start_run(args) -> str | None:
-    """Logging, the output-folder check, the seed, and the learning-rate rule in the log; returns the checkpoint to
+    """The Hub check (first), logging, the output-folder check, the seed, the LR rule; returns the checkpoint to
     resume. Seeding here, before the model is built, makes its fresh weights (the BFT head) the same every run:
     Trainer seeds only when it is constructed, after the model."""
+    check_hub_access(args)
     setup_logging(args)
     set_seed(args.seed)
     with args.main_process_first(desc="checking output_dir"):  # rank 0 deletes (--overwrite_output_dir) first
         checkpoint = resolve_checkpoint(args)
     logger.info("Total train batch %d; %s", args.total_train_batch_size, args.lr_rule)
     return checkpoint
+
+
+def check_hub_access(args: transformers.TrainingArguments) -> None:
+    """With `--push_to_hub`, fail now if the Hub cannot be used. Trainer would find out only when it creates the repo,
+    after the data is loaded and the model built, and say so in a network error."""
+    if not args.push_to_hub:
+        return
+    if huggingface_hub.is_offline_mode():
+        problem, fix = "offline mode is on", "unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE)"
+    elif args.hub_token is None and huggingface_hub.get_token() is None:
+        problem, fix = "no Hugging Face token found", "log in with `hf auth login` (or set HF_TOKEN), pass --hub_token"
+    else:
+        return
+    raise ValueError(
+        f"--push_to_hub: {problem}, so nothing could be uploaded. Either {fix}, or drop --push_to_hub (the model is "
+        "saved to --output_dir either way)."
+    )
 
 
 def resolve_checkpoint(args: transformers.TrainingArguments) -> str | None:
@@ -94,4 +113,11 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-__all__ = ["infer_num_channels", "resolve_checkpoint", "save_run_config", "setup_logging", "start_run"]
+__all__ = [
+    "check_hub_access",
+    "infer_num_channels",
+    "resolve_checkpoint",
+    "save_run_config",
+    "setup_logging",
+    "start_run",
+]

@@ -3,6 +3,7 @@ mixed batches, drawn by a class-aware sampler."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -69,7 +70,11 @@ class BalancedTrainer(LiVTTrainer):
         mixer: Mixer | None = None,
         **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        with warnings.catch_warnings():
+            # Trainer says it drops label smoothing for a multi-label problem_type (the sigmoid losses' config): it
+            # only drops its own smoother, which `compute_loss` bypasses; `training_inputs` smooths for every loss.
+            warnings.filterwarnings("ignore", "Label smoothing is not compatible", UserWarning)
+            super().__init__(*args, **kwargs)
         if train_sampler is not None and self.args.train_sampling_strategy != "random":
             raise ValueError(
                 f"--train_sampling_strategy {self.args.train_sampling_strategy} and a class-aware --train_sampler "

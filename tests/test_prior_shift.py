@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from livt_hf.prior_shift import estimate_test_prior, model_prior, shift_logits
+from livt_hf.losses import model_prior, shift_logits
+from livt_hf.prior_shift import estimate_test_prior
 
 PI_A = torch.tensor([0.6, 0.25, 0.1, 0.05], dtype=torch.float64)
 PI_B = torch.tensor([0.05, 0.15, 0.3, 0.5], dtype=torch.float64)

@@ -130,9 +130,14 @@ def batch_transform(transform: Callable, num_channels: int, with_labels: bool = 
 
 
 def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
-    """The processor saved with every checkpoint: its size, mean and std are what the transforms use."""
+    """The processor saved with every checkpoint: its size, mean and std are what the transforms use.
+
+    An RGB model's processor converts grayscale, palette or RGBA images to RGB. A grayscale model's cannot convert
+    to grayscale (HF processors have no such step); the model reads the luma of RGB input instead (`LiVTModel`).
+    """
     image_mode(num_channels)
     return ViTImageProcessor(
+        do_convert_rgb=num_channels == 3,
         size={"height": image_size, "width": image_size},
         image_mean=[0.5] * num_channels,
         image_std=[0.5] * num_channels,
