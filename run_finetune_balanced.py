@@ -31,7 +31,9 @@ from livt_hf.metrics import (
     probabilities_from_logits,
 )
 from livt_hf.modeling_livt import LiVTForImageClassification
-from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
+from livt_hf.modelcard import finetune_model_card
+from livt_hf.plots import plot_finetune_results
+from livt_hf.runs import infer_num_channels, logger, read_run_config, run_record, save_run_config, start_run
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
 
@@ -127,8 +129,17 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         (out / "results.json").write_text(json.dumps(report, indent=2))
         (out / "results.md").write_text(table)
         split_info.save(out / "lt_split.json")
-        save_run_config(training_args.output_dir, model_args, data_args, mixing_args, training_args)
+        record = run_record(model_args, data_args, mixing_args, training_args)
+        plots = plot_finetune_results(out / "plots", report, test.predictions, test.label_ids, config.loss,
+                                      trainer.state.log_history)  # fmt: skip
+        trainer.model_card = finetune_model_card(
+            out, report, split_info, record, read_run_config(model_args.mae_checkpoint), plots
+        )
+        trainer.create_model_card()  # README.md; push_to_hub below uploads this card, not Trainer's
+        save_run_config(out, record)
         print(table)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     return trainer, test
 
 

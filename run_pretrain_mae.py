@@ -7,12 +7,15 @@
 """
 
 import dataclasses
+from pathlib import Path
 
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, parse_args
 from livt_hf.data import attach_transforms, image_processor, prepare_splits
-from livt_hf.runs import infer_num_channels, logger, save_run_config, start_run
+from livt_hf.modelcard import pretrain_model_card
+from livt_hf.plots import plot_pretrain_results
+from livt_hf.runs import infer_num_channels, logger, run_record, save_run_config, start_run
 from livt_hf.trainer import MAEPretrainingTrainer
 
 
@@ -39,8 +42,16 @@ def main():
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
-        split_info.save(f"{training_args.output_dir}/lt_split.json")
-        save_run_config(training_args.output_dir, model_args, data_args, training_args)
+        out = Path(training_args.output_dir)
+        split_info.save(out / "lt_split.json")
+        record = run_record(model_args, data_args, training_args)
+        plots = plot_pretrain_results(out / "plots", trainer.model, splits["validation"], processor,
+                                      trainer.state.log_history, seed=training_args.seed)  # fmt: skip
+        trainer.model_card = pretrain_model_card(out, split_info, record, metrics["eval_loss"], plots)
+        trainer.create_model_card()  # README.md; push_to_hub below uploads this card, not Trainer's
+        save_run_config(out, record)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     logger.info("Validation reconstruction loss %.4f; checkpoint in %s", metrics["eval_loss"], training_args.output_dir)
     trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
 

@@ -97,8 +97,8 @@ def infer_num_channels(dataset: datasets.Dataset) -> int:
     return 1 if dataset[0]["image"].mode in ("L", "I", "I;16", "F", "1") else 3
 
 
-def save_run_config(output_dir: str, *arg_objects) -> None:
-    """Every argument and the library versions, written last: its presence marks the run as finished."""
+def run_record(*arg_objects) -> dict:
+    """Every argument (one entry per dataclass) and the library versions: what `run_config.json` holds."""
     record = {type(a).__name__: _jsonable(dataclasses.asdict(a)) for a in arg_objects}
     record["versions"] = {
         "torch": torch.__version__,
@@ -106,7 +106,18 @@ def save_run_config(output_dir: str, *arg_objects) -> None:
         "datasets": datasets.__version__,
         "python": sys.version.split()[0],
     }
+    return record
+
+
+def save_run_config(output_dir: str, record: dict) -> None:
+    """Written last: its presence marks the run as finished."""
     Path(output_dir, FINISHED_MARKER).write_text(json.dumps(record, indent=2, default=str))
+
+
+def read_run_config(folder: str) -> dict | None:
+    """The `run_config.json` of an earlier run in a local folder (the MGP checkpoint, for the BFT card), if any."""
+    path = Path(folder, FINISHED_MARKER)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _jsonable(value):
@@ -116,6 +127,7 @@ def _jsonable(value):
 __all__ = [
     "check_hub_access",
     "infer_num_channels",
+    "read_run_config",
     "resolve_checkpoint",
     "save_run_config",
     "setup_logging",

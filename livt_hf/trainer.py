@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from transformers import EvalPrediction, Trainer
@@ -29,10 +31,19 @@ class LiVTTrainer(Trainer):
 
     def __init__(self, *args, layer_decay: float = 1.0, **kwargs):
         self.layer_decay = layer_decay
+        self.model_card: ModelCard | None = None
         super().__init__(*args, **kwargs)
         # transformers < 5.23 has no `loss_is_scaled_for_ga` and reads this instead (ViTMAE accepts **kwargs but
         # returns a batch mean, which would otherwise come out multiplied by the accumulation steps)
         self.model_accepts_loss_kwargs = False
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Our card (`self.model_card`, set by the scripts after training) where there is one, Trainer's otherwise:
+        `push_to_hub` calls this and would overwrite README.md with Trainer's card."""
+        if self.model_card is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            self.model_card.save(Path(self.args.output_dir, "README.md"))
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
