@@ -68,14 +68,28 @@ def _equal_width_bins(confidence: np.ndarray, num_bins: int) -> np.ndarray:
     return np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
 
 
-def _binned_gaps(confidence: np.ndarray, correct: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """|acc − cfd| and the count of each non-empty equal-width bin."""
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, num_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean confidence, accuracy (mean of `correct`) and count of each equal-width (lo, hi] bin, the quantities a
+    reliability diagram draws and ECE / MCE / SCE weigh; the means are NaN for an empty bin."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
     bins = _equal_width_bins(confidence, num_bins)
     counts = np.bincount(bins, minlength=num_bins)
-    acc = np.bincount(bins, weights=correct, minlength=num_bins)
-    cfd = np.bincount(bins, weights=confidence, minlength=num_bins)
     filled = counts > 0
-    return np.abs(acc[filled] - cfd[filled]) / counts[filled], counts[filled]
+
+    def bin_mean(values: np.ndarray) -> np.ndarray:
+        sums = np.bincount(bins, weights=values, minlength=num_bins)
+        return np.divide(sums, counts, out=np.full(num_bins, np.nan), where=filled)
+
+    return bin_mean(confidence), bin_mean(correct), counts
+
+
+def _binned_gaps(confidence: np.ndarray, correct: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """|acc − cfd| and the count of each non-empty equal-width bin."""
+    cfd, acc, counts = reliability_bins(confidence, correct, num_bins)
+    filled = counts > 0
+    return np.abs(acc[filled] - cfd[filled]), counts[filled]
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
