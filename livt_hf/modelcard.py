@@ -39,7 +39,7 @@ def dataset_of(data_args: Mapping) -> tuple[str, str]:
     return FASHION_MNIST_HUB_ID, "Fashion-MNIST (the Debian `dataset-fashion-mnist` idx files)"
 
 
-def split_section(split: LongTailSplit, description: str) -> str:
+def split_section(split: LongTailSplit, description: str, test_use: str) -> str:
     if split.profile == "none":
         shape = "used as it is (no subsampling)"
     else:
@@ -53,7 +53,7 @@ def split_section(split: LongTailSplit, description: str) -> str:
     )
     return (
         f"Source: {description}; train split {shape}, split seed {split.seed}. Validation: "
-        f"{split.validation_source} (model selection); the test split is used once, after training.\n\n"
+        f"{split.validation_source} (model selection); {test_use}.\n\n"
         f"| id | class | train | validation | test |\n|---|---|---|---|---|\n{rows}\n"
         f"| | **total** | {sum(split.train_counts)} | {sum(split.validation_counts)} | {sum(split.test_counts)} |\n"
     )
@@ -116,7 +116,7 @@ Its config carries the train class counts (the train prior) and the test prior i
 
 ## Long-tailed split ({name})
 
-{split_section(split, description)}
+{split_section(split, description, 'the test split is used once, after training')}
 ## Results
 
 {format_report(report, title="Test split").removeprefix("## Test split").strip()}
@@ -155,7 +155,7 @@ Validation reconstruction loss (masked patches, normalised pixels): {eval_loss:.
 
 ## Long-tailed split
 
-{split_section(split, description)}
+{split_section(split, description, 'pretraining never sees the test split')}
 ## Recipe
 
 {recipe_section('pretraining', run_config)}

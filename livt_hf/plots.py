@@ -17,9 +17,9 @@ import torch
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from transformers import ViTMAEForPreTraining
+from transformers import BaseImageProcessor, ViTMAEForPreTraining
 
-from .metrics.calibration import expected_calibration_error, reliability_bins
+from .metrics.calibration import expected_calibration_error, probabilities_from_logits, reliability_bins
 from .metrics.long_tail import SHOT_GROUPS, shot_groups
 
 __all__ = [
@@ -29,8 +29,10 @@ __all__ = [
     "mae_reconstruction_panels",
     "per_class_accuracy_figure",
     "plot_confusion_matrix",
+    "plot_finetune_results",
     "plot_mae_reconstructions",
     "plot_per_class_accuracy",
+    "plot_pretrain_results",
     "plot_reliability",
     "plot_training_curves",
     "reliability_figure",
@@ -333,3 +335,54 @@ def training_curves_figure(log_history: Sequence[dict]) -> Figure:
 def plot_training_curves(log_history: Sequence[dict], path: str | Path, dpi: int = DPI) -> Path:
     """`training_curves_figure` as a PNG."""
     return _save(training_curves_figure(log_history), path, dpi)
+
+
+# --- the plots of a run's model card --------------------------------------------------------------------------------
+
+
+def plot_finetune_results(
+    folder: str | Path, report: dict, logits: np.ndarray, labels: np.ndarray, loss: str, log_history: Sequence[dict]
+) -> dict[str, Path]:
+    """The BFT card's plots of the test split (`report` from `long_tail_report`, `logits` as the model returns them),
+    by the title the card gives them."""
+    folder, classes = Path(folder), report["classes"]
+    names = [c["name"] for c in classes]
+    accuracy = [np.nan if c["accuracy"] is None else c["accuracy"] for c in classes]
+    counts = [c["train_count"] for c in classes]
+    thresholds = report["thresholds"]
+    return {
+        "Per-class accuracy against training count": plot_per_class_accuracy(
+            accuracy, counts, names, folder / "per_class_accuracy.png", thresholds["many"], thresholds["few"]
+        ),
+        "Reliability diagram (as trained)": plot_reliability(
+            probabilities_from_logits(logits, loss), labels, folder / "reliability.png"
+        ),
+        "Confusion matrix": plot_confusion_matrix(
+            np.asarray(logits).argmax(-1), labels, names, folder / "confusion_matrix.png"
+        ),
+        "Training curves": plot_training_curves(log_history, folder / "training_curves.png"),
+    }
+
+
+def plot_pretrain_results(
+    folder: str | Path,
+    model: ViTMAEForPreTraining,
+    images: Sequence[dict],
+    processor: BaseImageProcessor,
+    log_history: Sequence[dict],
+    seed: int = 0,
+    num_images: int = 4,
+) -> dict[str, Path]:
+    """The MGP card's plots: reconstructions of `num_images` evenly spaced rows of `images` (rows with `pixel_values`,
+    e.g. the class-ordered validation split with its eval transform: several classes) and the training curves."""
+    folder = Path(folder)
+    rows = np.linspace(0, len(images) - 1, min(num_images, len(images))).round().astype(int)
+    pixel_values = torch.stack([images[int(i)]["pixel_values"] for i in rows])
+    reconstructions = plot_mae_reconstructions(
+        model, pixel_values.to(model.device), folder / "reconstructions.png", processor.image_mean,
+        processor.image_std, seed,
+    )  # fmt: skip
+    return {
+        "Reconstructions of validation images": reconstructions,
+        "Training curves": plot_training_curves(log_history, folder / "training_curves.png"),
+    }

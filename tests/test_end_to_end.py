@@ -1,10 +1,14 @@
 """Both scripts, as a user runs them, on a few hundred real Fashion-MNIST-LT images."""
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO
 
@@ -40,7 +44,7 @@ def runs(tmp_path_factory):
         "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
         "inference_test_prior": [0.05] * 5 + [0.15] * 5, "train_sampler": "sqrt", "mixing": "unimix",
         "unimix_tau": 0.0, "mix_until_epoch": 10, "label_smoothing_factor": 0.05, "auto_augment": "rand-m1-n1",
-        "random_erasing": 0.1,
+        "random_erasing": 0.1, "report_to": "tensorboard",
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
     return mae, livt, finetune
@@ -88,6 +92,45 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     # chosen on validation: the final eval metrics are those of the best validation epoch
     state = json.loads(max(livt.glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["best_metric"] == pytest.approx(json.loads((livt / "eval_results.json").read_text())["eval_accuracy"])
+
+
+def embedded_images(card_text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card_text)
+
+
+def test_the_model_cards_hold_the_split_the_results_and_the_plots(runs):
+    mae, livt, _ = runs
+    results = json.loads((livt / "results.json").read_text())
+    card = ModelCard.load(livt / "README.md")
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["top-1 accuracy (%), all classes"] == round(100 * results["metrics"]["accuracy"], 2)
+    assert values["top-1 accuracy (%), few-shot classes"] == round(100 * results["metrics"]["few_accuracy"], 2)
+    assert values["ECE (15 bins)"] == round(results["calibration"]["as trained"]["ece"], 4)
+    assert all(r.dataset_split == "test" and r.dataset_type == "zalando-datasets/fashion_mnist" for r in card.data.eval_results)
+    text = card.text
+    assert "exponential profile, imbalance ratio ρ = 10, n_max = 100" in text
+    assert "| 0 | T-shirt/top | 100 | 10 |" in text and "| | **total** | 403 | 100 | 300 |" in text
+    assert "| `mask_ratio` | 0.75 |" in text  # stage 1's recipe, read from the MAE checkpoint's run_config.json
+    assert "| `tau` | 1.1 |" in text and "| `mixing` | unimix |" in text
+    for folder, count in ((livt, 4), (mae, 2)):
+        images = embedded_images((folder / "README.md").read_text())
+        assert len(images) == count
+        for image in images:
+            with Image.open(folder / image) as png:
+                assert png.format == "PNG" and min(png.size) > 100
+    assert "plots/reconstructions.png" in embedded_images((mae / "README.md").read_text())
+
+
+def test_tensorboard_logs_the_long_tail_metrics(runs):
+    _, livt, _ = runs
+    (events,) = livt.glob("runs/*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    evaluations = [e for e in json.loads(max(livt.glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
+                   if "eval_accuracy" in e]  # fmt: skip
+    logged = accumulator.Scalars("eval/tail_accuracy")
+    assert len(logged) >= len(evaluations) and "train/learning_rate" in accumulator.Tags()["scalars"]
+    assert [round(e.value, 5) for e in logged[: len(evaluations)]] == [round(e["eval_tail_accuracy"], 5) for e in evaluations]
 
 
 def test_rerun_into_a_finished_run_is_refused(runs):
