@@ -14,11 +14,12 @@ import huggingface_hub
 import torch
 import transformers
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
 logger = logging.getLogger("livt_hf")
 FINISHED_MARKER = "run_config.json"
+COMPLETE_MARKER = "checkpoint_complete"  # written into a checkpoint folder once all of it is saved
 
 
 def setup_logging(args: transformers.TrainingArguments) -> None:
@@ -63,8 +64,9 @@ def check_hub_access(args: transformers.TrainingArguments) -> None:
 def resolve_checkpoint(args: transformers.TrainingArguments) -> str | None:
     """The checkpoint to resume from, after checking output_dir holds nothing we would silently clobber.
 
-    `--resume_from_checkpoint last` picks the newest checkpoint in output_dir; a path picks that one. An output_dir
-    that holds a finished run or checkpoints is an error unless the run resumes or `--overwrite_output_dir` is set.
+    `--resume_from_checkpoint last` picks the newest complete checkpoint in output_dir (newer ones that a kill left
+    half-written are deleted, with a warning); a path picks that one, if complete. An output_dir that holds a finished
+    run or checkpoints is an error unless the run resumes or `--overwrite_output_dir` is set.
     """
     out = Path(args.output_dir)
     if args.overwrite_output_dir and out.exists():
@@ -72,24 +74,47 @@ def resolve_checkpoint(args: transformers.TrainingArguments) -> str | None:
         shutil.rmtree(out)
     resume = args.resume_from_checkpoint
     if resume == "last":
-        resume = get_last_checkpoint(out) if out.is_dir() else None
+        resume = last_complete_checkpoint(out) if out.is_dir() else None
         if resume is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint last: no checkpoint-* folder in {out}.")
+            raise FileNotFoundError(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {out}.")
+        for folder in _checkpoints(out):
+            if _step(folder) > _step(Path(resume)):
+                logger.warning("Deleting %s: the run stopped while saving it (it has no %s).", folder, COMPLETE_MARKER)
+                shutil.rmtree(folder)
     if resume is not None:
         if not Path(resume).is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a checkpoint folder.")
+        if not (Path(resume) / COMPLETE_MARKER).exists():
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {resume} was not completely written (the run stopped while saving it). "
+                "Pass --resume_from_checkpoint last to take the newest complete checkpoint."
+            )
         logger.info("Resuming from %s", resume)
-        return resume
+        return str(resume)
     if (out / FINISHED_MARKER).exists():
         raise FileExistsError(
             f"{out} holds a finished run. Pick another --output_dir, or pass --overwrite_output_dir to replace it."
         )
-    if out.is_dir() and get_last_checkpoint(out) is not None:
+    if out.is_dir() and _checkpoints(out):
         raise FileExistsError(
             f"{out} holds checkpoints of an unfinished run. Continue it with --resume_from_checkpoint last, or pass "
             "--overwrite_output_dir to start again."
         )
     return None
+
+
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The newest `checkpoint-N` folder whose save completed (it holds `COMPLETE_MARKER`)."""
+    complete = [c for c in _checkpoints(Path(folder)) if (c / COMPLETE_MARKER).exists()]
+    return str(max(complete, key=_step)) if complete else None
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return [c for c in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if c.is_dir() and c.name.split("-")[-1].isdigit()]
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
 
 
 def infer_num_channels(dataset: datasets.Dataset) -> int:
@@ -127,6 +152,7 @@ def _jsonable(value):
 __all__ = [
     "check_hub_access",
     "infer_num_channels",
+    "last_complete_checkpoint",
     "read_run_config",
     "resolve_checkpoint",
     "save_run_config",

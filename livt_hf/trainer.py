@@ -12,18 +12,45 @@ import torch
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from transformers import EvalPrediction, Trainer
+from accelerate import PartialState
+from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data.mixing import Mixer, smooth_targets
 from .data.samplers import PairedDataset
 from .metrics import long_tail_metrics
 from .optim import param_groups
+from .runs import COMPLETE_MARKER, last_complete_checkpoint
+
+
+class CheckpointCompletion(TrainerCallback):
+    """Marks a checkpoint folder complete once every process has written its part. A run killed while saving leaves
+    a folder without the mark, which `--resume_from_checkpoint last` skips (Trainer writes checkpoints in place)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        PartialState().wait_for_everyone()
+        if args.should_save:
+            Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", COMPLETE_MARKER).touch()
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stops training at the first step that logs, evaluates or saves after a non-finite loss, before any checkpoint
+    of the broken weights is written. The loss is checked on the device every step and read only at those steps."""
+
+    def __init__(self, trainer: LiVTTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.trainer.raise_on_non_finite_loss()
 
 
 class LiVTTrainer(Trainer):
     """`Trainer` whose optimizer uses `param_groups`: layer-wise LR decay, no decay on 1-D / token / position
     parameters. The optimizer class and its kwargs (`--optim`, betas, eps) still come from `TrainingArguments`.
 
+    A non-finite loss stops the run (`NonFiniteLossGuard`) and checkpoints are marked complete once written
+    (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from.
     """
 
     # Our losses are per-batch means: Trainer must divide them by the accumulation steps.
@@ -32,10 +59,37 @@ class LiVTTrainer(Trainer):
     def __init__(self, *args, layer_decay: float = 1.0, **kwargs):
         self.layer_decay = layer_decay
         self.model_card: ModelCard | None = None
+        self._first_non_finite_step: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         # transformers < 5.23 has no `loss_is_scaled_for_ga` and reads this instead (ViTMAE accepts **kwargs but
         # returns a batch mean, which would otherwise come out multiplied by the accumulation steps)
         self.model_accepts_loss_kwargs = False
+        self.add_callback(NonFiniteLossGuard(self))
+        self.add_callback(CheckpointCompletion())
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # the first optimizer step (1-based) with a non-finite loss, kept on the device: no sync here
+        if self._first_non_finite_step is None:
+            self._first_non_finite_step = torch.zeros((), dtype=torch.long, device=loss.device)
+        step = torch.full_like(self._first_non_finite_step, self.state.global_step + 1)
+        first = (self._first_non_finite_step == 0) & ~torch.isfinite(loss.detach())
+        self._first_non_finite_step = torch.where(first, step, self._first_non_finite_step)
+        return loss
+
+    def raise_on_non_finite_loss(self) -> None:
+        if self._first_non_finite_step is None:
+            return
+        # every process checks at the same steps; one whose loss broke stops them all (not a hang in DDP)
+        if not (step := int(self.accelerator.reduce(self._first_non_finite_step.clone(), reduction="max"))):
+            return
+        last = last_complete_checkpoint(self.args.output_dir)
+        raise FloatingPointError(
+            f"The training loss was not finite at step {step} (epoch {self.state.epoch:.2f}); training stopped "
+            f"before saving anything from it. Last complete checkpoint: {last or 'none'}. Lower --learning_rate, "
+            "set --max_grad_norm, or train in fp32 (no --bf16/--fp16), then resume with --resume_from_checkpoint "
+            "last or start again with --overwrite_output_dir."
+        )
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Our card (`self.model_card`, set by the scripts after training) where there is one, Trainer's otherwise:

@@ -23,18 +23,32 @@ FLAGS = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split
          "--auto_augment", "rand-m9-mstd0.5", "--random_erasing", "0.25"]  # fmt: skip
 
 
-def finetune(mae_dir, out_dir, *extra, kill_at=None):
-    env = os.environ | {"OMP_NUM_THREADS": "1"} | ({"KILL_AT_STEP": str(kill_at)} if kill_at else {})
+def finetune(mae_dir, out_dir, *extra, env=None):
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
     command = [sys.executable, str(REPO / "tests/helpers/killed_finetune.py"), *FLAGS, "--mae_checkpoint", str(mae_dir),
                "--output_dir", str(out_dir), *extra]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mae_dir):
-    whole = finetune(tiny_mae_dir, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr[-3000:]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_mae_dir):
+    out = tmp_path_factory.mktemp("resume") / "whole"
+    result = finetune(tiny_mae_dir, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
-    killed = finetune(tiny_mae_dir, tmp_path / "killed", kill_at=18)
+
+def assert_same_run(first, second):
+    weights = [load_file(run / "model.safetensors") for run in (first, second)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    results = [json.loads((run / "results.json").read_text()) for run in (first, second)]
+    assert results[0] == results[1]
+    assert results[0]["metrics"]["accuracy"] == pytest.approx(sum(c["eval_count"] * c["accuracy"] for c in
+                                                                   results[0]["classes"]) / 100)  # fmt: skip
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mae_dir, uninterrupted):
+    killed = finetune(tiny_mae_dir, tmp_path / "killed", env={"KILL_AT_STEP": "18"})
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "results.json").exists()
     # restarting without saying what to do with the unfinished run is an error, not a silent fresh start
@@ -44,10 +58,19 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mae_dir
     resumed = finetune(tiny_mae_dir, tmp_path / "killed", "--resume_from_checkpoint", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout and "checkpoint-16" in resumed.stdout
+    assert_same_run(uninterrupted, tmp_path / "killed")
 
-    first, second = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "killed"))
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("whole", "killed")]
-    assert results[0] == results[1]
-    assert results[0]["metrics"]["accuracy"] == pytest.approx(sum(c["eval_count"] * c["accuracy"] for c in
-                                                                   results[0]["classes"]) / 100)  # fmt: skip
+
+def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path, tiny_mae_dir, uninterrupted):
+    out = tmp_path / "killed"
+    killed = finetune(tiny_mae_dir, out, env={"KILL_WHILE_SAVING_STEP": "16"})
+    assert killed.returncode == -signal.SIGKILL
+    half = out / "checkpoint-16"
+    assert (half / "model.safetensors").exists() and not (half / "trainer_state.json").exists()  # half-written
+    named = finetune(tiny_mae_dir, out, "--resume_from_checkpoint", str(half))
+    assert named.returncode != 0 and "was not completely written" in named.stderr
+
+    resumed = finetune(tiny_mae_dir, out, "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Deleting" in resumed.stdout and "Resuming from" in resumed.stdout and "checkpoint-12" in resumed.stdout
+    assert_same_run(uninterrupted, out)

@@ -1,5 +1,6 @@
-"""Runs `run_finetune_balanced.py` (its `main`) with the given flags; with KILL_AT_STEP set, the process SIGKILLs
-itself right after that optimizer step, as an out-of-memory kill or a pre-empted node would. Run by
+"""Runs `run_finetune_balanced.py` (its `main`) with the given flags; the process SIGKILLs itself, as an
+out-of-memory kill or a pre-empted node would, right after optimizer step KILL_AT_STEP, or half-way through writing
+the checkpoint of step KILL_WHILE_SAVING_STEP (weights and optimizer written, RNG and trainer state not). Run by
 tests/test_resume.py.
 
     KILL_AT_STEP=18 killed_finetune.py [flags of run_finetune_balanced.py …]
@@ -30,6 +31,11 @@ class KilledTrainer(run_finetune_balanced.BalancedTrainer):
         super().__init__(*args, **kwargs)
         if "KILL_AT_STEP" in os.environ:
             self.add_callback(KillAtStep(int(os.environ["KILL_AT_STEP"])))
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.state.global_step == int(os.environ.get("KILL_WHILE_SAVING_STEP", -1)):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

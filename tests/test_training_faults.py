@@ -1,0 +1,58 @@
+"""Training faults: a non-finite loss stops the run at once, naming its step, and leaves only good checkpoints.
+(A run killed between or during saves: tests/test_resume.py.)"""
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from livt_hf import BalancedTrainer
+from livt_hf.arguments import FinetuningArguments
+from livt_hf.runs import COMPLETE_MARKER, last_complete_checkpoint
+from test_trainer import parse, tiny_model
+
+
+class BreaksAtStep:
+    """The model's own loss, made NaN from the `step`-th call on (one call per optimizer step here)."""
+
+    def __init__(self, loss_fn, step: int):
+        self.loss_fn, self.step, self.calls = loss_fn, step, 0
+
+    def __call__(self, logits, labels):
+        self.calls += 1
+        loss = self.loss_fn(logits, labels)
+        return loss * float("nan") if self.calls >= self.step else loss
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_a_non_finite_loss_stops_training_before_it_is_saved(tmp_path, accumulation):
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = Dataset.from_dict({"pixel_values": torch.randn(64, 1, 28, 28).tolist(), "labels": [0, 1, 2, 3] * 16})
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--per_device_train_batch_size", str(4 // accumulation),
+                 "--gradient_accumulation_steps", str(accumulation), "--max_steps", "12", "--save_strategy", "steps",
+                 "--save_steps", "2", "--eval_strategy", "no", "--load_best_model_at_end", "0", "--logging_steps", "100",
+                 "--learning_rate", "1e-3")  # fmt: skip
+    # micro-batch 2·5 − 1 = 9 of 2 per step falls in optimizer step 5; with one micro-batch per step, call 5 is step 5
+    loss_fn = BreaksAtStep(model.loss_fn, step=5 if accumulation == 1 else 9)
+    trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"), loss_fn=loss_fn)
+    with pytest.raises(FloatingPointError, match=r"not finite at step 5 .*Last complete checkpoint: .*checkpoint-4"):
+        trainer.train()
+    # the guard fired at step 6, the first save after the NaN, before writing it
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert all((tmp_path / c / COMPLETE_MARKER).exists() for c in ("checkpoint-2", "checkpoint-4"))
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "checkpoint-4" / "model.safetensors").values())
+    assert not all(torch.isfinite(p).all() for p in model.parameters())  # the live weights did break
+
+
+def test_a_finite_run_is_not_stopped_and_logs_every_step_loss(tmp_path):
+    model = tiny_model()
+    data = Dataset.from_dict({"pixel_values": torch.randn(16, 1, 28, 28).tolist(), "labels": [0, 1, 2, 3] * 4})
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--per_device_train_batch_size", "4",
+                 "--max_steps", "4", "--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "0",
+                 "--logging_steps", "1")  # fmt: skip
+    trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"))
+    trainer.train()
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
+    assert not args.logging_nan_inf_filter  # our default: a non-finite loss is not averaged away in the logs
