@@ -11,12 +11,14 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from .data.long_tail import PROFILES
+from .configuration_livt import LiVTConfig
+from .data.long_tail import PROFILES, check_imbalance_ratio
 from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
 from .data.samplers import SAMPLERS
 from .data.transforms import auto_augment_transform
 from .data.sources import FASHION_MNIST_DIR
-from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES
+from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
+from .optim import check_layer_decay
 
 
 
@@ -79,6 +81,15 @@ class DataArguments:
             raise ValueError("--image_root is only used with --train_list/--test_list.")
         if self.balanced and self.long_tail_profile == "none":
             raise ValueError("--balanced needs a profile to match in size; it cannot be used with profile 'none'.")
+        if self.long_tail_profile != "none":
+            check_imbalance_ratio(self.imbalance_ratio)
+        if self.max_per_class < 1:
+            raise ValueError(f"--max_per_class (n_max, images of the head class) must be ≥ 1, got {self.max_per_class}.")
+        if self.validation_split is not None and not 0 < self.validation_split < 1:
+            raise ValueError(f"--validation_split is a fraction in (0, 1), got {self.validation_split}.")
+        if self.max_test_samples is not None and self.max_test_samples < 1:
+            raise ValueError(f"--max_test_samples must be ≥ 1 (or left out for the whole test split), got "
+                             f"{self.max_test_samples}.")  # fmt: skip
 
 
 @dataclass
@@ -108,6 +119,11 @@ class FinetuneDataArguments(DataArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0 < self.few_threshold <= self.many_threshold:
+            raise ValueError(
+                f"Shot groups need 0 < --few_threshold ≤ --many_threshold, got few {self.few_threshold}, many "
+                f"{self.many_threshold} (LiVT: few < 20 ≤ medium ≤ 100 < many)."
+            )
         if self.train_sampler not in SAMPLERS:
             raise ValueError(f"Unknown --train_sampler {self.train_sampler!r}; choose one of {SAMPLERS}.")
         if not 0 <= self.random_erasing <= 1:
@@ -175,6 +191,20 @@ class FinetuneModelArguments:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown --loss {self.loss!r}; choose one of {LOSSES}.")
+        # the config's own checks (τ ≥ 0, drop path in [0, 1), LDAM's cosine head, no option the loss does not use)
+        # on two stand-in classes, before any data is loaded
+        try:
+            LiVTConfig(loss=self.loss, tau=self.tau, drop_path_rate=self.drop_path_rate, cosine_head=self.cosine_head,
+                       num_labels=2, class_counts=[1, 1], **{name: getattr(self, name) for name in LOSS_DEFAULTS})
+        except Exception as err:  # the strict dataclass wraps the ValueError that names the option
+            raise ValueError(str(err.__cause__ or err)) from None
+        for flag, prior in (("--test_prior", self.test_prior), ("--inference_test_prior", self.inference_test_prior)):
+            if prior is not None:
+                try:
+                    resolve_test_prior(len(prior), prior)
+                except ValueError as err:
+                    raise ValueError(f"{flag}: {err}") from None
+        check_layer_decay(self.layer_decay)
 
 
 @dataclass
@@ -250,6 +280,9 @@ class ScaledLRTrainingArguments(TrainingArguments):
             )
         self.learning_rate = explicit_lr if explicit_lr is not None else 0.0
         super().__post_init__()
+        for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} must be ≥ 1 (images per process and step), got {getattr(self, flag)}.")
         if self.fsdp_plugin_args is not None and (self.use_cpu or not torch.accelerator.is_available()):
             raise ValueError(
                 "--fsdp shards the model across GPUs (or other accelerators); accelerate runs CPU processes as plain "

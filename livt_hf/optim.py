@@ -19,6 +19,11 @@ def layer_id(name: str, num_layers: int) -> int:
     return 0 if _EMBEDDING.search(name) else num_layers + 1
 
 
+def check_layer_decay(layer_decay: float) -> None:
+    if not 0 < layer_decay <= 1:
+        raise ValueError(f"--layer_decay must be in (0, 1] (1: no decay; LiVT: 0.75), got {layer_decay}.")
+
+
 def param_groups(
     model: nn.Module, learning_rate: float, weight_decay: float, layer_decay: float = 1.0
 ) -> list[dict]:
@@ -26,8 +31,7 @@ def param_groups(
 
     HF schedulers scale each group's own lr, so the decay survives warmup and cosine; `min_lr` floors scale with it.
     """
-    if not 0 < layer_decay <= 1:
-        raise ValueError(f"--layer_decay must be in (0, 1], got {layer_decay}.")
+    check_layer_decay(layer_decay)
     num_layers = model.config.num_hidden_layers
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():

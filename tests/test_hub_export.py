@@ -25,15 +25,11 @@ COUNTS = [round(500 * 0.6**i) for i in range(10)]  # a long tail, 500 … 5
 IMAGES = 8
 CODE_FILES = {"modeling_livt.py", "configuration_livt.py", "losses.py", "options.py"}
 
-# Run with `python -I` from an empty folder: neither the repository nor PYTHONPATH is on sys.path.
+# Run with `python -I` from an empty folder: neither the repository nor PYTHONPATH is on sys.path, and an installed
+# livt_hf (`pip install -e .`, as CI does) is blocked: `sys.modules[name] = None` makes every import of it fail.
 REMOTE = r"""
 import json, sys
-try:
-    import livt_hf
-except ImportError:
-    pass
-else:
-    sys.exit(f"livt_hf is importable from {livt_hf.__file__}: this would not test the saved code")
+sys.modules["livt_hf"] = None
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline

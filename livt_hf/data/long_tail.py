@@ -19,7 +19,7 @@ PROFILES = ("exponential", "pareto", "none")
 
 def exponential_counts(max_per_class: int, num_classes: int, imbalance_ratio: float) -> list[int]:
     """CIFAR-LT rule: n_i = ⌊n_max · ρ^(−i/(C−1))⌋, so n_0 = n_max and n_{C−1} = ⌊n_max / ρ⌋."""
-    _check_ratio(imbalance_ratio)
+    check_imbalance_ratio(imbalance_ratio)
     if num_classes == 1:
         return [max_per_class]
     return [int(max_per_class * imbalance_ratio ** (-i / (num_classes - 1))) for i in range(num_classes)]
@@ -30,7 +30,7 @@ def pareto_counts(max_per_class: int, num_classes: int, imbalance_ratio: float) 
 
     Most classes sit near the tail and a few in the head, the shape of ImageNet-LT's Pareto-sampled split.
     """
-    _check_ratio(imbalance_ratio)
+    check_imbalance_ratio(imbalance_ratio)
     if num_classes == 1:
         return [max_per_class]
     a = math.log(imbalance_ratio) / math.log(num_classes)
@@ -90,7 +90,7 @@ def resample_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0
     return sorted(np.concatenate(chosen).tolist())
 
 
-def _check_ratio(imbalance_ratio: float) -> None:
+def check_imbalance_ratio(imbalance_ratio: float) -> None:
     if not imbalance_ratio >= 1:
         raise ValueError(
             f"--imbalance_ratio must be ≥ 1 (n_max / n_min of the train split), got {imbalance_ratio}. "

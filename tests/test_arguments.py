@@ -1,0 +1,67 @@
+"""Every user-facing option is checked when the arguments are parsed, before any data is loaded: a bad value stops the
+run with a message that names the option and what is allowed."""
+
+import subprocess
+import sys
+
+import pytest
+from transformers import HfArgumentParser
+
+from conftest import REPO
+
+from livt_hf.arguments import (
+    FinetuneDataArguments,
+    FinetuneModelArguments,
+    FinetuningArguments,
+    MixingArguments,
+    PretrainModelArguments,
+    PretrainingArguments,
+)
+
+TRAINING = ["--output_dir", "unused", "--use_cpu", "1"]
+CASES = [
+    (FinetuneDataArguments, ["--imbalance_ratio", "0.5"], r"--imbalance_ratio must be ≥ 1 .*test sets only"),
+    (FinetuneDataArguments, ["--max_per_class", "0"], r"--max_per_class .* must be ≥ 1, got 0"),
+    (FinetuneDataArguments, ["--validation_split", "1.5"], r"--validation_split is a fraction in \(0, 1\)"),
+    (FinetuneDataArguments, ["--max_test_samples", "0"], r"--max_test_samples must be ≥ 1"),
+    (FinetuneDataArguments, ["--many_threshold", "10", "--few_threshold", "20"], r"0 < --few_threshold ≤ --many_threshold"),
+    (FinetuneDataArguments, ["--train_sampler", "balanced"], r"Unknown --train_sampler 'balanced'; choose one of \('instance', 'class_balanced', 'sqrt', 'progressive'\)"),
+    (FinetuneDataArguments, ["--long_tail_profile", "zipf"], r"Unknown --long_tail_profile 'zipf'; choose one of"),
+    (FinetuneDataArguments, ["--random_erasing", "2"], r"--random_erasing is a probability in \[0, 1\]"),
+    (FinetuneDataArguments, ["--auto_augment", "rand-x"], r"Unknown --auto_augment 'rand-x'"),
+    (FinetuneModelArguments, ["--loss", "balbce"], r"Unknown --loss 'balbce'; choose one of \('ce', 'bal_ce', .*'bal_bce'"),
+    (FinetuneModelArguments, ["--tau", "-1"], r"tau must be ≥ 0, got -1.0"),
+    (FinetuneModelArguments, ["--drop_path_rate", "1.5"], r"drop_path_rate must be in \[0, 1\)"),
+    (FinetuneModelArguments, ["--layer_decay", "0"], r"--layer_decay must be in \(0, 1\]"),
+    (FinetuneModelArguments, ["--test_prior", "0.5", "0.6"], r"--test_prior: test_prior must hold 2 positive probabilities summing to 1"),
+    (FinetuneModelArguments, ["--inference_test_prior", "1", "0"], r"--inference_test_prior: .*positive probabilities"),
+    (FinetuneModelArguments, ["--focal_gamma", "3"], r"--focal_gamma = 3.0 has no effect on loss 'bal_bce'; it applies to \('focal',\)"),
+    (FinetuneModelArguments, ["--loss", "ldam"], r"set cosine_head=True \(--cosine_head\) with loss 'ldam'"),
+    (MixingArguments, ["--mixing", "cutmix"], r"Unknown --mixing 'cutmix'; choose one of"),
+    (MixingArguments, ["--remix_kappa", "2"], r"remix_kappa .*no effect"),
+    (PretrainModelArguments, ["--mask_ratio", "1"], r"--mask_ratio must be in \(0, 1\), got 1.0"),
+    (PretrainModelArguments, ["--patch_size", "5"], r"--image_size 28 is not a multiple of --patch_size 5"),
+    (FinetuningArguments, [*TRAINING, "--per_device_train_batch_size", "0"], r"--per_device_train_batch_size must be ≥ 1"),
+    (FinetuningArguments, [*TRAINING, "--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], r"Both --learning_rate .* Pass one"),
+    (PretrainingArguments, [*TRAINING, "--fsdp"], r"--fsdp shards the model across GPUs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls, flags, message", CASES, ids=[" ".join(c[1][-2:]) for c in CASES])
+def test_a_bad_option_is_refused_with_a_message_that_names_it(cls, flags, message):
+    with pytest.raises(ValueError, match=message):
+        HfArgumentParser(cls).parse_args_into_dataclasses(flags)
+
+
+def test_the_defaults_parse():
+    for cls in (FinetuneDataArguments, FinetuneModelArguments, MixingArguments, PretrainModelArguments):
+        HfArgumentParser(cls).parse_args_into_dataclasses([])
+
+
+def test_the_script_refuses_before_touching_the_data(tmp_path):
+    # the data folder does not exist: the option error must come first, and nothing is written
+    result = subprocess.run([sys.executable, str(REPO / "run_finetune_balanced.py"), "--tau", "-0.5",
+                             "--fashion_mnist_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert result.returncode != 0 and "tau must be ≥ 0, got -0.5" in result.stderr
+    assert "missing" not in result.stderr and not (tmp_path / "o").exists()
