@@ -115,6 +115,8 @@ class LongTailSplit:
     train_indices: list[int] = field(repr=False)
     validation_indices: list[int] | None = field(repr=False)
     test_indices: list[int] | None = field(repr=False)
+    # "path (error)" of the images --bad_images skip left out, per source split: the indices above count without them
+    skipped_images: dict[str, list[str]] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))
