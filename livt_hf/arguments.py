@@ -12,6 +12,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from .configuration_livt import LiVTConfig
+from .data.image_checks import BAD_IMAGE_POLICIES, MAX_BAD_IMAGE_FRACTION
 from .data.long_tail import PROFILES, check_imbalance_ratio
 from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
 from .data.samplers import SAMPLERS
@@ -59,6 +60,32 @@ class DataArguments:
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on a seeded random test subset."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the long-tailed subsampling and validation carve."})
     crop_min_scale: float = field(default=0.2, metadata={"help": "RandomResizedCrop's smallest area fraction."})
+    bad_images: str = field(
+        default="error",
+        metadata={
+            "help": "Image files (folders, split lists, Hub datasets) are fully decoded once before training, every "
+            "split and every image (ImageNet-LT's 115k JPEGs: minutes). 'error': stop if any cannot be decoded, naming "
+            "them; 'skip': leave them out with a warning, class counts without them (at most "
+            "--max_bad_image_fraction of a split); 'no_check': no scan (a bad file then crashes training when loaded)."
+        },
+    )
+    max_bad_image_fraction: float = field(
+        default=MAX_BAD_IMAGE_FRACTION,
+        metadata={"help": "With --bad_images skip: the largest fraction of a split that may be left out."},
+    )
+    image_check_workers: int | None = field(
+        default=None,
+        metadata={"help": "Processes decoding images in the check (default: this process's share of the cores)."},
+    )
+
+    @property
+    def source(self) -> str:
+        """'hub', 'image_folders', 'split_lists' or 'fashion_mnist' (the default)."""
+        if self.dataset_name is not None:
+            return "hub"
+        if self.train_dir is not None:
+            return "image_folders"
+        return "split_lists" if self.train_list is not None else "fashion_mnist"
 
     def __post_init__(self):
         if self.long_tail_profile not in PROFILES:
@@ -88,8 +115,29 @@ class DataArguments:
         if self.validation_split is not None and not 0 < self.validation_split < 1:
             raise ValueError(f"--validation_split is a fraction in (0, 1), got {self.validation_split}.")
         if self.max_test_samples is not None and self.max_test_samples < 1:
-            raise ValueError(f"--max_test_samples must be ≥ 1 (or left out for the whole test split), got "
-                             f"{self.max_test_samples}.")  # fmt: skip
+            raise ValueError(
+                f"--max_test_samples must be ≥ 1 (leave it out for the whole test split), got {self.max_test_samples}."
+            )
+        self._check_bad_image_options()
+
+    def _check_bad_image_options(self) -> None:
+        """Every bad-image option must act: each is refused where the run would ignore it."""
+        if self.bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"Unknown --bad_images {self.bad_images!r}; choose one of {BAD_IMAGE_POLICIES}.")
+        if not 0 <= self.max_bad_image_fraction <= 1:
+            raise ValueError(f"--max_bad_image_fraction is a fraction in [0, 1], got {self.max_bad_image_fraction}.")
+        if self.max_bad_image_fraction != MAX_BAD_IMAGE_FRACTION and self.bad_images != "skip":
+            raise ValueError("--max_bad_image_fraction only applies with --bad_images skip; pass both or neither.")
+        if self.image_check_workers is not None and (self.image_check_workers < 1 or self.bad_images == "no_check"):
+            raise ValueError(
+                f"--image_check_workers {self.image_check_workers}: give ≥ 1 process, and only with a scan "
+                "(--bad_images error or skip)."
+            )
+        if self.source == "fashion_mnist" and (self.bad_images != "error" or self.image_check_workers is not None):
+            raise ValueError(
+                "--bad_images / --image_check_workers act on image files; the Fashion-MNIST source has none (its "
+                "images come from the checked idx arrays). Drop them, or choose an image source."
+            )
 
 
 @dataclass

@@ -51,9 +51,16 @@ def split_section(split: LongTailSplit, description: str, test_use: str) -> str:
             zip(split.class_names, split.train_counts, split.validation_counts, split.test_counts)
         )
     )
+    skipped = sum(len(paths) for paths in split.skipped_images.values())
+    skipped_note = (
+        f" {skipped} images could not be decoded and were left out "
+        f"({', '.join(f'{name}: {len(paths)}' for name, paths in split.skipped_images.items())}; listed in lt_split.json)."
+        if skipped
+        else ""
+    )
     return (
         f"Source: {description}; train split {shape}, split seed {split.seed}. Validation: "
-        f"{split.validation_source} (model selection); {test_use}.\n\n"
+        f"{split.validation_source} (model selection); {test_use}.{skipped_note}\n\n"
         f"| id | class | train | validation | test |\n|---|---|---|---|---|\n{rows}\n"
         f"| | **total** | {sum(split.train_counts)} | {sum(split.validation_counts)} | {sum(split.test_counts)} |\n"
     )

@@ -16,6 +16,9 @@ import transformers
 from transformers import set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .data.image_checks import sample_image_modes
+from .data.transforms import GRAYSCALE_MODES
+
 
 logger = logging.getLogger("livt_hf")
 FINISHED_MARKER = "run_config.json"
@@ -118,8 +121,20 @@ def _step(checkpoint: Path) -> int:
 
 
 def infer_num_channels(dataset: datasets.Dataset) -> int:
-    """1 if the first training image is grayscale, else 3 (other modes are converted to RGB)."""
-    return 1 if dataset[0]["image"].mode in ("L", "I", "I;16", "F", "1") else 3
+    """3 if any of up to 1000 train images spread over the split is in colour, else 1; logged with the modes seen.
+
+    The first image alone would make a mostly-RGB split grayscale whenever that image is grayscale. A mixed split gets
+    RGB: grayscale converts to RGB without loss, colour to grayscale does not. The modes come from the file headers (no
+    pixel decoding), so the look is cheap; a colour minority too rare to show in the sample loses its colour, the
+    price of not reading every header (pretraining's `--num_channels` overrides the choice).
+    """
+    modes = sample_image_modes(dataset)
+    channels = 1 if modes.keys() <= GRAYSCALE_MODES else 3
+    mixed = channels == 3 and modes.keys() & GRAYSCALE_MODES
+    kind = "grayscale" if channels == 1 else "mixed, grayscale becomes RGB" if mixed else "colour"
+    logger.info("Train image modes %s in %d sampled images: %s, %d channel(s).", dict(modes), modes.total(), kind,
+                channels)  # fmt: skip
+    return channels
 
 
 def run_record(*arg_objects) -> dict:

@@ -1,6 +1,7 @@
 """Data sources, long-tailed splits and transforms."""
 
 from .build import load_source, prepare_splits
+from .image_checks import BAD_IMAGE_POLICIES, check_images, sample_image_modes
 from .long_tail import (
     LongTailSplit,
     balanced_counts,
@@ -23,6 +24,7 @@ from .transforms import (
     attach_transforms,
     auto_augment_transform,
     batch_transform,
+    convert_image,
     eval_transform,
     image_mode,
     image_processor,
@@ -30,6 +32,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "BAD_IMAGE_POLICIES",
     "attach_transforms",
     "auto_augment_transform",
     "build_train_sampler",
@@ -44,7 +47,9 @@ __all__ = [
     "balanced_counts",
     "batch_transform",
     "build_long_tail_splits",
+    "check_images",
     "class_counts",
+    "convert_image",
     "eval_transform",
     "exponential_counts",
     "image_mode",
@@ -57,5 +62,6 @@ __all__ = [
     "pareto_counts",
     "prepare_splits",
     "profile_counts",
+    "sample_image_modes",
     "train_transform",
 ]

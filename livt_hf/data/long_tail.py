@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 
 PROFILES = ("exponential", "pareto", "none")
 
@@ -115,6 +115,8 @@ class LongTailSplit:
     train_indices: list[int] = field(repr=False)
     validation_indices: list[int] | None = field(repr=False)
     test_indices: list[int] | None = field(repr=False)
+    # "path (error)" of the images --bad_images skip left out, per source split: the indices above count without them
+    skipped_images: dict[str, list[str]] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))
@@ -159,8 +161,10 @@ def build_long_tail_splits(
             raise ValueError(f"The dataset has no {required!r} split (it has {list(dataset)}); one is required.")
     names = dataset["train"].features["label"].names
     num_classes = len(names)
-    labels = np.asarray(dataset["train"]["label"])
+    source_labels = {split: _checked_labels(ds, split, num_classes) for split, ds in dataset.items()}
+    labels = source_labels["train"]
     available = class_counts(labels, num_classes)
+    _check_no_empty_class(available, names, source_labels)
     has_validation = "validation" in dataset
     if has_validation and validation_split is not None:
         raise ValueError("The dataset has its own validation split; do not also pass --validation_split.")
@@ -172,8 +176,9 @@ def build_long_tail_splits(
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
     if profile == "none":
-        _check_no_empty_class(available, names, "train")
         n_val = [0 if has_validation else min(round(validation_split * n), n - 1) for n in available]
+        if not (has_validation or any(n_val)):
+            raise ValueError(_empty_carve_message(validation_split, max(available)))
         val_idx = [p[:v] for p, v in zip(perms, n_val)]
         train_idx = [p[v:] for p, v in zip(perms, n_val)]
         validation_source = "given" if has_validation else "stratified carve"
@@ -220,14 +225,57 @@ def build_long_tail_splits(
         validation_indices=validation_indices,
         test_indices=test_indices,
     )
-    _check_no_empty_class(info.train_counts, names, "train")
     return result, info
 
 
-def _check_no_empty_class(counts: list[int], names: list[str], split: str) -> None:
-    empty = [names[c] for c, n in enumerate(counts) if n == 0]
-    if empty:
+def _checked_labels(split: Dataset, name: str, num_classes: int) -> np.ndarray:
+    """The split's label ids, after checking it has images and every one is a class id of the label feature."""
+    if len(split) == 0:
         raise ValueError(
-            f"Classes {empty} have no {split} images: their prior π = 0 makes log π infinite in every "
-            "prior-aware loss. Remove those classes from the label set or add images for them."
+            f"The {name} split has no images. Check its source (--{name}_dir / --{name}_list, or the Hub dataset's "
+            f"{name!r} split)."
         )
+    labels = np.asarray(split["label"])
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if (outside == -1).any():
+        raise ValueError(
+            f"{int((outside == -1).sum())} images of the {name} split have no label (-1; Hub test splits often are "
+            f"unlabelled): they can be neither trained nor scored on. Use a labelled {name} split (image folders or "
+            "split lists let you choose which images form it)."
+        )
+    if outside.size:
+        raise ValueError(
+            f"The {name} split has label id {int(outside[0])}, outside the label feature's 0 … {num_classes - 1}. "
+            "Fix the labels or the label feature's class names."
+        )
+    return labels
+
+
+def _check_no_empty_class(train_counts: list[int], names: list[str], labels: dict[str, np.ndarray]) -> None:
+    """Every class needs train images: a class the model never sees is not learnt, and its prior π = 0 makes
+    log π infinite in every prior-aware loss. The message says where each empty class comes from."""
+    empty = [c for c, n in enumerate(train_counts) if n == 0]
+    if not empty:
+        return
+    where = [
+        f"{names[c]!r} (in {', '.join(s for s, y in labels.items() if (y == c).any()) or 'no split: a gap in the ids'})"
+        for c in empty
+    ]
+    raise ValueError(
+        f"Classes {', '.join(where)} have no train images: a model cannot learn them, and their prior π = 0 makes "
+        "log π infinite in every prior-aware loss. Add train images for them, or remove them from every split "
+        "(image folders: their folders; split lists: their lines, then renumber the labels 0 … C-1 without gaps)."
+    )
+
+
+def _empty_carve_message(validation_split: float, largest: int) -> str:
+    fix = (
+        f"raise --validation_split above {0.5 / largest:.3g} (0.5 / the largest class's {largest} images), or give"
+        if largest > 1
+        else "every class has one train image, which it keeps: give"
+    )
+    return (
+        f"--validation_split {validation_split:g} carves no validation images: round({validation_split:g} · n) is 0 "
+        f"for every class. To select models on a validation split, {fix} a validation split (--validation_dir, "
+        "--validation_list, or a Hub 'validation' split)."
+    )

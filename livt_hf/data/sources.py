@@ -7,11 +7,15 @@ Sources: Fashion-MNIST idx files (the offline default), a Hub dataset name, imag
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+logger = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [
@@ -91,9 +95,44 @@ def load_image_folders(train_dir: str, test_dir: str, validation_dir: str | None
     for split, folder in data_files.items():
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--{split}_dir {folder} is not a directory.")
+        _check_image_folder(folder, f"--{split}_dir")
     # One builder call for all splits: the class list is the union of their folders, so ids agree across splits
     # (a class with no train folder then fails the split's empty-class check).
     return load_dataset("imagefolder", data_files={k: f"{v}/**" for k, v in data_files.items()})
+
+
+def _check_image_folder(folder: str, option: str) -> None:
+    """Fail on what `imagefolder` would get wrong silently or explain badly: no images at all ("corresponds to no
+    data"), or images outside a class folder (it then drops the labels of the whole split); warn about files it
+    skips because they are not images. Hidden files are skipped, as `datasets` does."""
+    images, loose, others = 0, [], []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() not in ImageFolder.EXTENSIONS:
+                others.append(os.path.relpath(os.path.join(root, name), folder))
+            elif Path(root) == Path(folder):
+                loose.append(name)
+            else:
+                images += 1
+    if loose:
+        raise ValueError(
+            f"{option} {folder} holds images outside a class folder ({', '.join(sorted(loose)[:5])}"
+            f"{', …' if len(loose) > 5 else ''}; {len(loose)} in all): every image must sit in "
+            f"{option.removeprefix('--')}/class_name/. Move them into their class's folder, or remove them."
+        )
+    if images == 0:
+        raise ValueError(
+            f"{option} {folder} holds no images in class folders (it needs {option.removeprefix('--')}/class_name/"
+            f"*.png, .jpg, …; found {len(others)} other files). Point {option} at the folder of class folders."
+        )
+    if others:
+        logger.warning(
+            "%s %s: %d files are not images and are not read: %s%s",
+            option, folder, len(others), ", ".join(sorted(others)[:5]), ", …" if len(others) > 5 else "",
+        )
 
 
 def read_split_list(list_file: str, image_root: str) -> tuple[list[str], list[int]]:
@@ -108,7 +147,7 @@ def read_split_list(list_file: str, image_root: str) -> tuple[list[str], list[in
         paths.append(str(Path(image_root) / parts[0]))
         labels.append(int(parts[1]))
     if not paths:
-        raise ValueError(f"{list_file} lists no images.")
+        raise ValueError(f"{list_file} lists no images: a split list needs `relative/path label` lines.")
     return paths, labels
 
 
@@ -128,7 +167,8 @@ def load_split_lists(
 
 
 def standardize_columns(dataset: DatasetDict, image_column: str, label_column: str) -> DatasetDict:
-    """Rename the user's columns to `image` / `label` and check the label column is a `ClassLabel`."""
+    """Rename the user's columns to `image` / `label`, check the images are images, and give every split one
+    `ClassLabel` (`_shared_class_label`)."""
     for split, ds in dataset.items():
         missing = [c for c in (image_column, label_column) if c not in ds.column_names]
         if missing:
@@ -136,16 +176,58 @@ def standardize_columns(dataset: DatasetDict, image_column: str, label_column: s
                 f"Split {split!r} has no column {missing}; its columns are {ds.column_names}. "
                 "Set --image_column_name / --label_column_name."
             )
+        if not isinstance(ds.features[image_column], Image):
+            raise ValueError(
+                f"Column {image_column!r} of split {split!r} holds {ds.features[image_column]}, not images "
+                "(a `datasets.Image` feature). Set --image_column_name to the image column."
+            )
     renames = {k: v for k, v in {image_column: "image", label_column: "label"}.items() if k != v}
     dataset = dataset.rename_columns(renames) if renames else dataset
-    dataset = dataset.select_columns(["image", "label"])
-    if not isinstance(next(iter(dataset.values())).features["label"], ClassLabel):
-        # one sorted class list over all splits, so that ids agree between train and test
-        values = sorted({v for ds in dataset.values() for v in ds.unique("label")})
-        index = {v: i for i, v in enumerate(values)}
-        features = next(iter(dataset.values())).features.copy()
-        features["label"] = ClassLabel(names=[str(v) for v in values])
-        dataset = dataset.map(
-            lambda labels: {"label": [index[v] for v in labels]}, input_columns="label", batched=True, features=features
+    return _shared_class_label(dataset.select_columns(["image", "label"]))
+
+
+def _shared_class_label(dataset: DatasetDict) -> DatasetDict:
+    """One `ClassLabel` for all splits, so that an id means the same class in train and test.
+
+    Each Hub split carries its own label feature, and two `ClassLabel`s may list the classes in different orders or
+    sets: ids are then matched by class name, keeping the train split's order and appending the classes only other
+    splits have (the split builder refuses those: they have no train images). Plain label values (strings, ints) become
+    the sorted union of all splits' values. A split with a `ClassLabel` beside one without cannot be matched.
+    """
+    features = {split: ds.features["label"] for split, ds in dataset.items()}
+    named = [split for split, feature in features.items() if isinstance(feature, ClassLabel)]
+    if named and len(named) < len(features):
+        plain = [split for split in features if split not in named]
+        raise ValueError(
+            f"The label column is a ClassLabel in {named} but holds plain values in {plain} "
+            f"({features[plain[0]]}), so their ids cannot be matched. Cast every split to one ClassLabel "
+            "(`Dataset.cast_column`) before training, or use image folders / split lists."
         )
-    return dataset
+    if named:
+        first = features.get("train", features[named[0]])
+        names = list(dict.fromkeys(name for feature in (first, *features.values()) for name in feature.names))
+        if all(feature.names == names for feature in features.values()):
+            return dataset
+        index = {name: i for i, name in enumerate(names)}
+        # -1 (no label) stays -1: the split builder names the unlabelled split
+        lookups = {split: {-1: -1} | {i: index[n] for i, n in enumerate(f.names)} for split, f in features.items()}
+        differ = [split for split, feature in features.items() if feature.names != names]
+        logger.warning(
+            "The label features of %s list other classes or another order than the train split's; ids are matched by "
+            "class name (%d classes: %s).",
+            differ, len(names), ", ".join(names[:10]) + (", …" if len(names) > 10 else ""),
+        )
+    else:
+        values = sorted({v for ds in dataset.values() for v in ds.unique("label")})
+        names = [str(v) for v in values]
+        lookups = dict.fromkeys(features, {v: i for i, v in enumerate(values)})
+    label = ClassLabel(names=names)
+    return DatasetDict({split: _relabel(ds, lookups[split], label) for split, ds in dataset.items()})
+
+
+def _relabel(dataset: Dataset, lookup: dict, label: ClassLabel) -> Dataset:
+    features = dataset.features.copy()
+    features["label"] = label
+    return dataset.map(
+        lambda labels: {"label": [lookup[v] for v in labels]}, input_columns="label", batched=True, features=features
+    )

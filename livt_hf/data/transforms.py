@@ -7,10 +7,11 @@ augmentation is only ever attached to the train split; validation and test get t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
-import re
-
+import numpy as np
+import PIL.Image
 import torch
 from datasets import DatasetDict
 from torchvision.transforms import v2 as T
@@ -21,6 +22,34 @@ def image_mode(num_channels: int) -> str:
     if num_channels not in (1, 3):
         raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}.")
     return "L" if num_channels == 1 else "RGB"
+
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "F"}) | SIXTEEN_BIT_MODES
+
+
+def convert_image(image: PIL.Image.Image, mode: str) -> PIL.Image.Image:
+    """`image` in `mode` ('L' or 'RGB'), whatever mode its file has.
+
+    - Transparency is composited onto white, as the saved processor's `convert_to_rgb` does at inference, so
+      training sees what a deployed model sees (PIL's own conversion drops alpha: transparent pixels keep their
+      hidden, often black, colour).
+    - 16-bit grayscale ('I;16*', 16-bit PNG and TIFF) is scaled to 8 bits (v / 257, 65535 → 255): PIL clips it at
+      255, which turns nearly every pixel white.
+    - 32-bit 'I' and float 'F' keep PIL's convention, values on the 0–255 scale (clipped): that is what `datasets`
+      stores integer and float arrays as, and their files carry no range to scale by.
+    - Other colour modes (P, CMYK, YCbCr, LAB, HSV) go through RGB: PIL cannot turn every one of them into 'L'.
+    """
+    if image.mode == mode:
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = PIL.Image.fromarray(np.rint(np.asarray(image) / 257).astype(np.uint8), "L")
+    elif "A" in image.getbands() or image.info.get("transparency") is not None:
+        white = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = PIL.Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    elif image.mode not in GRAYSCALE_MODES | {"RGB"}:
+        image = image.convert("RGB")
+    return image.convert(mode)
 
 
 _MAX_LEVEL = 10  # timm's magnitude scale: level 10 is each op's largest change
@@ -114,14 +143,15 @@ def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
 
 
 def batch_transform(transform: Callable, num_channels: int, with_labels: bool = True) -> Callable[[dict], dict]:
-    """Wrap an image transform for `Dataset.set_transform`: `image`/`label` columns → `pixel_values`/`labels`.
+    """Wrap an image transform for `Dataset.set_transform`: `image`/`label` columns → `pixel_values`/`labels`, every
+    image first converted to the model's mode (`convert_image`).
 
     MGP takes no labels (`with_labels=False`): ViTMAE's forward has no `labels` argument.
     """
     mode = image_mode(num_channels)
 
     def apply(batch: dict) -> dict:
-        out = {"pixel_values": [transform(image.convert(mode)) for image in batch["image"]]}
+        out = {"pixel_values": [transform(convert_image(image, mode)) for image in batch["image"]]}
         if with_labels:
             out["labels"] = batch["label"]
         return out
