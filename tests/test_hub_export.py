@@ -19,6 +19,7 @@ from conftest import REPO
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
 from livt_hf.arguments import FinetuningArguments
 from livt_hf.data import attach_transforms, image_processor
+from livt_hf.data.transforms import convert_image, eval_transform
 from livt_hf.runs import FINISHED_MARKER, check_hub_access, start_run
 
 COUNTS = [round(500 * 0.6**i) for i in range(10)]  # a long tail, 500 … 5
@@ -123,10 +124,17 @@ def test_grayscale_model_reads_the_luma_of_rgb_input(tiny_mae_dir):
     torch.testing.assert_close(as_rgb, as_gray)
 
 
-def test_rgb_processor_converts_grayscale_images():
-    image = Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L")
-    assert image_processor(28, 3)(images=image, return_tensors="pt")["pixel_values"].shape == (1, 3, 28, 28)
-    assert image_processor(28, 1)(images=image, return_tensors="pt")["pixel_values"].shape == (1, 1, 28, 28)
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGB", "RGBA"])
+def test_the_processor_feeds_a_grayscale_model_what_training_fed_it(tiny_mae_dir, mode):
+    # training: convert_image(…, "L") + our eval transform; inference: the saved processor (RGB) + the model's luma
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (28, 28, 4), dtype=np.uint8), mode="RGBA").convert(mode)
+    model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, num_labels=4, class_counts=[8, 4, 2, 1]).eval()
+    pixel_values = image_processor(28, 1)(images=image, return_tensors="pt")["pixel_values"]
+    assert pixel_values.shape == (1, 3, 28, 28)
+    trained_on = eval_transform(28, [0.5], [0.5])(convert_image(image, "L")).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values).logits, model(trained_on).logits, atol=2e-3, rtol=0)
 
 
 @pytest.mark.parametrize(

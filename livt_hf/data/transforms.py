@@ -162,12 +162,13 @@ def batch_transform(transform: Callable, num_channels: int, with_labels: bool = 
 def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
     """The processor saved with every checkpoint: its size, mean and std are what the transforms use.
 
-    An RGB model's processor converts grayscale, palette or RGBA images to RGB. A grayscale model's cannot convert
-    to grayscale (HF processors have no such step); the model reads the luma of RGB input instead (`LiVTModel`).
+    Every processor converts its input to RGB (alpha on white), whatever the mode: HF processors have no grayscale
+    step, and without the conversion a palette image would pass its indices, an RGBA one 4 channels. A grayscale
+    model reads the luma of that RGB input (`LiVTModel`), which for an 'L' image is the image itself.
     """
     image_mode(num_channels)
     return ViTImageProcessor(
-        do_convert_rgb=num_channels == 3,
+        do_convert_rgb=True,
         size={"height": image_size, "width": image_size},
         image_mean=[0.5] * num_channels,
         image_std=[0.5] * num_channels,
