@@ -53,9 +53,12 @@ def test_a_bad_option_is_refused_with_a_message_that_names_it(cls, flags, messag
         HfArgumentParser(cls).parse_args_into_dataclasses(flags)
 
 
-def test_the_defaults_parse():
-    for cls in (FinetuneDataArguments, FinetuneModelArguments, MixingArguments, PretrainModelArguments):
-        HfArgumentParser(cls).parse_args_into_dataclasses([])
+def test_the_defaults_pass_their_own_checks_and_are_livts():
+    data, model, mixing, mae = (HfArgumentParser(cls).parse_args_into_dataclasses([])[0] for cls in (
+        FinetuneDataArguments, FinetuneModelArguments, MixingArguments, PretrainModelArguments))  # fmt: skip
+    assert (data.imbalance_ratio, data.max_per_class, data.bad_images) == (100.0, 5000, "error")
+    assert (model.loss, model.tau, model.layer_decay, model.drop_path_rate) == ("bal_bce", 1.0, 0.75, 0.1)
+    assert mixing.mixing == "none" and (mae.mask_ratio, mae.norm_pix_loss) == (0.75, True)
 
 
 def test_the_script_refuses_before_touching_the_data(tmp_path):
