@@ -11,11 +11,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data.long_tail import LongTailSplit
-from .metrics import format_report
+from .metrics import SHOT_GROUPS, format_report
 
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
-GROUP_NAMES = {"accuracy": "all classes", "many_accuracy": "many-shot classes", "medium_accuracy": "medium-shot "
-               "classes", "few_accuracy": "few-shot classes"}  # fmt: skip
+GROUP_NAMES = {"accuracy": "all classes"} | {f"{g}_accuracy": f"{g}-shot classes" for g in SHOT_GROUPS}
 # the recipe settings a reader needs, per stage (every argument is in run_config.json beside the model)
 RECIPE_KEYS = {
     "pretraining": ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

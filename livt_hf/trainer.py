@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from accelerate import PartialState
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -72,9 +72,8 @@ class LiVTTrainer(Trainer):
         # the first optimizer step (1-based) with a non-finite loss, kept on the device: no sync here
         if self._first_non_finite_step is None:
             self._first_non_finite_step = torch.zeros((), dtype=torch.long, device=loss.device)
-        step = torch.full_like(self._first_non_finite_step, self.state.global_step + 1)
         first = (self._first_non_finite_step == 0) & ~torch.isfinite(loss.detach())
-        self._first_non_finite_step = torch.where(first, step, self._first_non_finite_step)
+        self._first_non_finite_step = torch.where(first, self.state.global_step + 1, self._first_non_finite_step)
         return loss
 
     def raise_on_non_finite_loss(self) -> None:
