@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,7 +46,6 @@ class Run:
     cell: tuple = ()
     needs: str | None = None  # the MGP / scratch run whose checkpoint a fine-tune starts from
     seed: int = 0
-    wall: float = field(default=0.0, compare=False)
 
 
 def plan(recipe: dict, only: str | None) -> list[Run]:
