@@ -56,6 +56,15 @@ _MAX_LEVEL = 10  # timm's magnitude scale: level 10 is each op's largest change
 _LEVEL_BINS = 101  # torchvision bins on that scale in steps of 0.1, so a noisy level keeps its precision
 
 
+def check_rand_augment(num_ops: int, magnitude: float, magnitude_std: float) -> None:
+    """The RandAugment arguments both the per-image and the batched (`batch_augment.py`) implementations accept."""
+    if num_ops < 1 or not 0 <= magnitude <= _MAX_LEVEL or magnitude_std < 0:
+        raise ValueError(
+            f"RandAugment needs ≥ 1 op, a magnitude in [0, {_MAX_LEVEL}] and a std ≥ 0; got n={num_ops}, "
+            f"m={magnitude}, mstd={magnitude_std}."
+        )
+
+
 class NoisyRandAugment(torch.nn.Module):
     """RandAugment on timm's 0–10 magnitude scale, the level drawn per op from N(magnitude, magnitude_std) and
     clipped to [0, 10] (timm's `mstd`). Each op is torchvision's `RandAugment` with one op, whose operations already
@@ -63,11 +72,7 @@ class NoisyRandAugment(torch.nn.Module):
 
     def __init__(self, num_ops: int, magnitude: float, magnitude_std: float = 0.0):
         super().__init__()
-        if num_ops < 1 or not 0 <= magnitude <= _MAX_LEVEL or magnitude_std < 0:
-            raise ValueError(
-                f"RandAugment needs ≥ 1 op, a magnitude in [0, {_MAX_LEVEL}] and a std ≥ 0; got n={num_ops}, "
-                f"m={magnitude}, mstd={magnitude_std}."
-            )
+        check_rand_augment(num_ops, magnitude, magnitude_std)
         self.num_ops, self.magnitude, self.magnitude_std = num_ops, magnitude, magnitude_std
         self.op = T.RandAugment(
             num_ops=1, num_magnitude_bins=_LEVEL_BINS, interpolation=T.InterpolationMode.BILINEAR, fill=128
@@ -81,13 +86,11 @@ class NoisyRandAugment(torch.nn.Module):
         return image
 
 
-def auto_augment_transform(spec: str) -> torch.nn.Module | None:
-    """`none`, torchvision's ImageNet `autoaugment` policy, or timm's RandAugment string `rand-m9[-n2][-mstd0.5][-inc1]`
-    (LiVT Table 9's "(9, 0.5)" is `rand-m9-mstd0.5`; n defaults to 2 ops)."""
-    if spec == "none":
+def parse_rand_augment(spec: str) -> tuple[int, float, float] | None:
+    """(ops, magnitude, std) of timm's RandAugment string `rand-m9[-n2][-mstd0.5][-inc1]` (n defaults to 2 ops); None
+    for 'none' and 'autoaugment', the specs that are not RandAugment. One parser for the per-image and batched paths."""
+    if spec in ("none", "autoaugment"):
         return None
-    if spec == "autoaugment":
-        return T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR, fill=128)
     match = re.fullmatch(r"rand-m(\d+(?:\.\d+)?)(?:-n(\d+))?(?:-mstd(\d+(?:\.\d+)?))?(?:-inc1)?", spec)
     if match is None:
         raise ValueError(
@@ -95,7 +98,24 @@ def auto_augment_transform(spec: str) -> torch.nn.Module | None:
             "'rand-m9-mstd0.5' (magnitude 9 of 10, noise std 0.5, optional '-n<ops>')."
         )
     magnitude, num_ops, std = match.groups()
-    return NoisyRandAugment(int(num_ops or 2), float(magnitude), float(std or 0.0))
+    return int(num_ops or 2), float(magnitude), float(std or 0.0)
+
+
+def auto_augment_transform(spec: str) -> torch.nn.Module | None:
+    """`none`, torchvision's ImageNet `autoaugment` policy, or timm's RandAugment string `rand-m9[-n2][-mstd0.5][-inc1]`
+    (LiVT Table 9's "(9, 0.5)" is `rand-m9-mstd0.5`; n defaults to 2 ops)."""
+    if spec == "autoaugment":
+        return T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR, fill=128)
+    rand_augment = parse_rand_augment(spec)
+    return None if rand_augment is None else NoisyRandAugment(*rand_augment)
+
+
+def check_crop_and_erasing(crop_min_scale: float, random_erasing: float) -> None:
+    """The crop and erasing arguments both the per-image and the batched training transforms accept."""
+    if not 0 < crop_min_scale <= 1:
+        raise ValueError(f"--crop_min_scale must be in (0, 1], got {crop_min_scale}.")
+    if not 0 <= random_erasing <= 1:
+        raise ValueError(f"--random_erasing is a probability in [0, 1], got {random_erasing}.")
 
 
 def train_transform(
@@ -111,10 +131,7 @@ def train_transform(
     MGP uses none of the bracketed steps (LiVT Table 9). RandomErasing fills with per-pixel Gaussian noise after
     normalisation (timm's `mode='pixel'`, as in MAE / LiVT).
     """
-    if not 0 < crop_min_scale <= 1:
-        raise ValueError(f"--crop_min_scale must be in (0, 1], got {crop_min_scale}.")
-    if not 0 <= random_erasing <= 1:
-        raise ValueError(f"--random_erasing is a probability in [0, 1], got {random_erasing}.")
+    check_crop_and_erasing(crop_min_scale, random_erasing)
     augment = auto_augment_transform(auto_augment)
     steps = [
         T.ToImage(),
