@@ -117,7 +117,7 @@ def test_each_sample_gets_its_own_op_and_magnitude():
     ids = torch.arange(len(OPS))
     magnitudes = torch.linspace(-0.6, 0.6, len(OPS))
     magnitudes[OPS.index("Posterize")], magnitudes[OPS.index("Solarize")] = 5.0, 0.4
-    magnitudes[OPS.index("TranslateX")] = -6.5
+    magnitudes[OPS.index("TranslateX")], magnitudes[OPS.index("TranslateY")] = -6.5, 3.7  # int(m) pixels
     out = apply_op(images, ids, magnitudes)
     for i in range(len(OPS)):
         alone = apply_op(images[i : i + 1], ids[i : i + 1], magnitudes[i : i + 1])
