@@ -131,7 +131,7 @@ def test_magnitude_table_is_torchvisions():
         table = magnitude_table(height, width, torch.device("cpu"))
         for name, row in zip(OPS, table):
             expected = T.RandAugment._AUGMENTATION_SPACE[name][0](101, height, width)
-            torch.testing.assert_close(row, torch.zeros(101) if expected is None else expected.float(), msg=name)
+            assert torch.equal(row, torch.zeros(101) if expected is None else expected.float()), name
 
 
 def smooth_image(height=20, width=28):
@@ -227,12 +227,13 @@ def test_random_augment_draws_ops_uniformly_signs_evenly_and_levels_as_noisy_ran
         assert at_the_limit.double().mean() == pytest.approx(0.46, abs=0.05)  # P(N(0, 1) > 0.1) ≈ 0.46
 
 
-def test_exact_magnitude_without_noise():
+@pytest.mark.parametrize("level, bin_", [(9, 90), (9.06, 91), (9.04, 90), (0, 0), (10, 100)])
+def test_level_without_noise_is_binned_as_noisy_rand_augment(level, bin_):
+    """bin = round(level · 100 / 10), as `NoisyRandAugment` sets torchvision's magnitude index."""
     torch.manual_seed(0)
-    images = torch.rand(5000, 3, 20, 28)
-    op_ids, magnitudes = BatchRandAugment(1, 9).sample(images)
-    table = magnitude_table(20, 28, torch.device("cpu"))[:, 90]
-    assert torch.equal(magnitudes.abs(), table[op_ids])
+    images = torch.rand(2000, 3, 20, 28)
+    op_ids, magnitudes = BatchRandAugment(1, level).sample(images)
+    assert torch.equal(magnitudes.abs(), magnitude_table(20, 28, torch.device("cpu"))[op_ids, bin_])
 
 
 def test_rand_augment_changes_samples_differently_and_keeps_range():

@@ -34,9 +34,6 @@ def _per_sample(values: Tensor) -> Tensor:
     return values.reshape(-1, 1, 1, 1)
 
 
-# ---------------------------------------------------------------------------------------------- crop and flip
-
-
 def _cubic(x: Tensor, a: float = -0.5) -> Tensor:
     """Keys' cubic with a = -0.5: the kernel of `interpolate(mode='bicubic', antialias=True)`, so of torchvision's
     `resize` (plain bicubic `interpolate` and `grid_sample` use a = -0.75)."""
@@ -73,8 +70,12 @@ def crop_flip(images: Tensor, boxes: Tensor, flips: Tensor, size: int) -> Tensor
     return (rows @ images @ cols.transpose(-1, -2)).clamp(0, 1)
 
 
-def _uniform(shape: tuple[int, ...], low: float, high: float, device: torch.device) -> Tensor:
-    return torch.empty(shape, device=device).uniform_(low, high)
+def _box_sides(batch: int, area: int, scale: Sequence[float], ratio: Sequence[float], device: torch.device):
+    """10 tries per sample of round(√(a·r)), round(√(a/r)) for area a ~ U(scale)·area and log r ~ U(log ratio), the
+    sides torchvision's RandomResizedCrop (w, h) and RandomErasing (h, w) try."""
+    area_ = torch.empty(batch, 10, device=device).uniform_(scale[0], scale[1]) * area
+    aspect = torch.empty(batch, 10, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+    return (area_ * aspect).sqrt().round(), (area_ / aspect).sqrt().round()
 
 
 def _first_fit(fits: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
@@ -93,39 +94,25 @@ def sample_crop_boxes(
 ) -> Tensor:
     """(B, 4) top, left, height, width drawn as `RandomResizedCrop.make_params`: area fraction ~ U(scale), log aspect
     ~ U(log ratio), the first of 10 tries that fits, else its centre-crop fallback."""
-    area = _uniform((batch, 10), scale[0], scale[1], device) * (height * width)
-    aspect = _uniform((batch, 10), math.log(ratio[0]), math.log(ratio[1]), device).exp()
-    w, h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    w, h = _box_sides(batch, height * width, scale, ratio, device)
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     h, w = _first_fit(fits, h, w)
     drawn = torch.stack([_random_offset(height - h), _random_offset(width - w), h, w], 1)
-    if width / height < min(ratio):
-        fallback_w, fallback_h = width, round(width / min(ratio))
-    elif width / height > max(ratio):
-        fallback_w, fallback_h = round(height * max(ratio)), height
-    else:
-        fallback_w, fallback_h = width, height
-    fallback = torch.tensor(
-        [(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w], dtype=torch.float32
-    )
-    return torch.where(fits.any(1, keepdim=True), drawn, fallback.to(device, non_blocking=True)).long()
+    in_ratio = width / height  # the fallback: the largest centred box of aspect within `ratio`
+    fallback_h = round(width / min(ratio)) if in_ratio < min(ratio) else height
+    fallback_w = round(height * max(ratio)) if in_ratio > max(ratio) else width
+    fallback = torch.tensor([(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w])
+    return torch.where(fits.any(1, keepdim=True), drawn.long(), fallback.to(device, non_blocking=True))
 
 
 def resized_crop_flip(
-    images: Tensor,
-    size: int,
-    scale: Sequence[float],
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
-    flip_prob: float = 0.5,
+    images: Tensor, size: int, scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3), flip_prob: float = 0.5
 ) -> Tensor:
     """`RandomResizedCrop(size, scale, ratio, bicubic)` + `RandomHorizontalFlip(flip_prob)`, per sample."""
     batch, _, height, width = images.shape
     boxes = sample_crop_boxes(batch, height, width, scale, ratio, images.device)
     flips = torch.rand(batch, device=images.device) < flip_prob
     return crop_flip(images, boxes, flips, size)
-
-
-# ---------------------------------------------------------------------------------------------- RandAugment ops
 
 
 def warp(images: Tensor, matrices: Tensor, fill: float) -> Tensor:
@@ -259,13 +246,11 @@ def magnitude_table(height: int, width: int, device: torch.device) -> Tensor:
     def span(end: float) -> Tensor:
         return torch.linspace(0.0, end, _LEVEL_BINS, device=device)
 
-    tables = {
-        "ShearX": span(0.3), "ShearY": span(0.3), "TranslateX": span(150.0 / 331.0 * width),
-        "TranslateY": span(150.0 / 331.0 * height), "Rotate": span(30.0), "Brightness": span(0.9),
-        "Color": span(0.9), "Contrast": span(0.9), "Sharpness": span(0.9),
-        "Posterize": (8 - bins / ((_LEVEL_BINS - 1) / 4)).round(),
-        "Solarize": torch.linspace(1.0, 0.0, _LEVEL_BINS, device=device),
-    }
+    tables = {"ShearX": span(0.3), "ShearY": span(0.3), "Rotate": span(30.0)}
+    tables |= {"TranslateX": span(150.0 / 331.0 * width), "TranslateY": span(150.0 / 331.0 * height)}
+    tables |= {name: span(0.9) for name in ("Brightness", "Color", "Contrast", "Sharpness")}
+    tables["Posterize"] = (8 - bins / ((_LEVEL_BINS - 1) / 4)).round()
+    tables["Solarize"] = torch.linspace(1.0, 0.0, _LEVEL_BINS, device=device)
     return torch.stack([tables.get(name, zeros) for name in OPS])
 
 
@@ -295,28 +280,21 @@ class BatchRandAugment(torch.nn.Module):
         return images
 
 
-# ---------------------------------------------------------------------------------------------- erasing, pipeline
-
-
 def batch_random_erasing(
     images: Tensor, p: float, scale: Sequence[float] = (0.02, 1 / 3), ratio: Sequence[float] = (0.3, 3.3)
 ) -> Tensor:
     """`RandomErasing(p, scale, ratio, value='random')` per sample: with probability p, the first of 10 boxes that
     fits (height and width below the image's) is filled with N(0, 1) noise per pixel and channel; none fits → kept."""
-    batch, _, height, width = images.shape
-    device = images.device
-    area = _uniform((batch, 10), scale[0], scale[1], device) * (height * width)
-    aspect = _uniform((batch, 10), math.log(ratio[0]), math.log(ratio[1]), device).exp()
-    h, w = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    (batch, _, height, width), device = images.shape, images.device
+    h, w = _box_sides(batch, height * width, scale, ratio, device)
     fits = (h < height) & (w < width)
     h, w = _first_fit(fits, h, w)
     top, left = _random_offset(height - h), _random_offset(width - w)
     erase = fits.any(1) & (torch.rand(batch, device=device) < p)
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
     in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
     in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
-    box = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]).unsqueeze(1)
+    box = _per_sample(erase) & in_rows[:, None, :, None] & in_cols[:, None, None, :]
     return torch.where(box, torch.randn_like(images), images)
 
 
@@ -338,7 +316,7 @@ def batch_train_transform(
         )
     rand_augment = parse_rand_augment(auto_augment)
     augment = BatchRandAugment(*rand_augment) if rand_augment is not None else None
-    mean_, std_ = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+    mean_tensor, std_tensor = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
 
     def apply(images: Tensor) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -346,7 +324,7 @@ def batch_train_transform(
         out = resized_crop_flip(images.float() / 255, image_size, (crop_min_scale, 1.0))
         if augment is not None:
             out = augment(out)
-        out = (out - mean_.to(out.device, non_blocking=True)) / std_.to(out.device, non_blocking=True)
+        out = (out - mean_tensor.to(out.device, non_blocking=True)) / std_tensor.to(out.device, non_blocking=True)
         return batch_random_erasing(out, random_erasing) if random_erasing > 0 else out
 
     return apply
