@@ -7,7 +7,7 @@ branch on a tensor's value; per-sample choices are `torch.where` selections. Dra
 images' device, so the Trainer's seeding and checkpointed RNG states cover them.
 
 Images are float (B, C, H, W) in [0, 1] until normalised. The CPU path rounds to uint8 after every step; here values
-stay float, so outputs differ from it by that rounding (≤ 1/255 a step, `tests/test_batch_augment.py` states each bound).
+stay float, so outputs differ from it by that rounding (about 1/255 a step; `tests/test_batch_augment.py` bounds each).
 """
 
 from __future__ import annotations
@@ -70,12 +70,14 @@ def crop_flip(images: Tensor, boxes: Tensor, flips: Tensor, size: int) -> Tensor
     return (rows @ images @ cols.transpose(-1, -2)).clamp(0, 1)
 
 
-def _box_sides(batch: int, area: int, scale: Sequence[float], ratio: Sequence[float], device: torch.device):
-    """10 tries per sample of round(√(a·r)), round(√(a/r)) for area a ~ U(scale)·area and log r ~ U(log ratio), the
-    sides torchvision's RandomResizedCrop (w, h) and RandomErasing (h, w) try."""
-    area_ = torch.empty(batch, 10, device=device).uniform_(scale[0], scale[1]) * area
+def _box_sides(
+    batch: int, image_area: int, scale: Sequence[float], ratio: Sequence[float], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(B, 10) tries of round(√(a·r)), round(√(a/r)), area a ~ U(scale)·image_area and log r ~ U(log ratio): the sides
+    torchvision's RandomResizedCrop (w, h) and RandomErasing (h, w) try."""
+    area = torch.empty(batch, 10, device=device).uniform_(scale[0], scale[1]) * image_area
     aspect = torch.empty(batch, 10, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
-    return (area_ * aspect).sqrt().round(), (area_ / aspect).sqrt().round()
+    return (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
 
 
 def _first_fit(fits: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
@@ -101,8 +103,9 @@ def sample_crop_boxes(
     in_ratio = width / height  # the fallback: the largest centred box of aspect within `ratio`
     fallback_h = round(width / min(ratio)) if in_ratio < min(ratio) else height
     fallback_w = round(height * max(ratio)) if in_ratio > max(ratio) else width
-    fallback = torch.tensor([(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w])
-    return torch.where(fits.any(1, keepdim=True), drawn.long(), fallback.to(device, non_blocking=True))
+    fallback = ((height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w)
+    columns = zip(drawn.long().unbind(1), fallback)
+    return torch.stack([torch.where(fits.any(1), column, value) for column, value in columns], 1)
 
 
 def resized_crop_flip(
@@ -115,12 +118,9 @@ def resized_crop_flip(
     return crop_flip(images, boxes, flips, size)
 
 
-def warp(images: Tensor, matrices: Tensor, fill: float) -> Tensor:
-    """Bilinear resampling by per-sample inverse affine maps (B, 2, 3) in torchvision's pixel coordinates (origin at
-    the image centre, output pixel → input point), `fill` outside the image blended as `F.affine` blends it."""
-    height, width = images.shape[-2:]
-    to_normalised = torch.tensor([[1, height / width, 2 / width], [width / height, 1, 2 / height]])
-    theta = matrices * to_normalised.to(images.device, non_blocking=True)
+def warp(images: Tensor, theta: Tensor, fill: float) -> Tensor:
+    """Bilinear `grid_sample` by per-sample `affine_grid` matrices (B, 2, 3), `fill` outside the image blended in as
+    `F.affine` blends it (by the resampled coverage of a channel of ones)."""
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     ones = torch.ones_like(images[:, :1])
     sampled = F.grid_sample(torch.cat([images, ones], 1), grid, mode="bilinear", align_corners=False)
@@ -129,19 +129,19 @@ def warp(images: Tensor, matrices: Tensor, fill: float) -> Tensor:
 
 
 def geometric_matrices(op_ids: Tensor, magnitudes: Tensor, height: int, width: int) -> Tensor:
-    """(B, 2, 3) inverse maps of torchvision's RandAugment geometry (identity for other ops): shear by tan = magnitude
-    about the top-left corner, translate by int(magnitude) pixels, rotate by magnitude degrees about the centre."""
+    """(B, 2, 3) `affine_grid` matrices of torchvision's RandAugment geometry (identity for other ops): shear by
+    tan = magnitude about the top-left corner, translate by int(magnitude) pixels, rotate by magnitude degrees about
+    the centre. Built as torchvision's inverse maps in pixel coordinates centred on the image, then rescaled to
+    `affine_grid`'s [-1, 1] coordinates (x by width / 2, y by height / 2)."""
     shear_x, shear_y, shift_x, shift_y, rotate = (op_ids == OPS.index(name) for name in GEOMETRIC_OPS)
     shift = magnitudes.trunc()
     angle = torch.deg2rad(magnitudes) * rotate
     cos, sin = angle.cos(), angle.sin()
-    return torch.stack(
-        [
-            torch.stack([cos, -sin + magnitudes * shear_x, magnitudes * shear_x * height / 2 - shift * shift_x], -1),
-            torch.stack([sin + magnitudes * shear_y, cos, magnitudes * shear_y * width / 2 - shift * shift_y], -1),
-        ],
-        1,
-    )
+    pixel_x = [cos, -sin + magnitudes * shear_x, magnitudes * shear_x * height / 2 - shift * shift_x]
+    pixel_y = [sin + magnitudes * shear_y, cos, magnitudes * shear_y * width / 2 - shift * shift_y]
+    row_x = [pixel_x[0], pixel_x[1] * (height / width), pixel_x[2] * (2 / width)]
+    row_y = [pixel_y[0] * (width / height), pixel_y[1], pixel_y[2] * (2 / height)]
+    return torch.stack([torch.stack(row_x, -1), torch.stack(row_y, -1)], 1)
 
 
 def _grayscale(images: Tensor) -> Tensor:
