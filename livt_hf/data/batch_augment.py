@@ -219,7 +219,7 @@ def apply_op(images: Tensor, op_ids: Tensor, magnitudes: Tensor, fill: float = G
     it: factor 1 + m for the blends, int(m) bits, threshold m. Every op runs on the whole batch; each sample keeps its
     own op's result."""
     m = _per_sample(magnitudes)
-    matrices = geometric_matrices(op_ids, magnitudes, *images.shape[-2:])
+    theta = geometric_matrices(op_ids, magnitudes, *images.shape[-2:])
     results = {
         "Brightness": brightness(images, 1 + m),
         "Color": saturation(images, 1 + m),
@@ -232,7 +232,7 @@ def apply_op(images: Tensor, op_ids: Tensor, magnitudes: Tensor, fill: float = G
     }
     ids = _per_sample(op_ids)
     is_geometric = (ids >= OPS.index(GEOMETRIC_OPS[0])) & (ids <= OPS.index(GEOMETRIC_OPS[-1]))
-    out = torch.where(is_geometric, warp(images, matrices, fill), images)
+    out = torch.where(is_geometric, warp(images, theta, fill), images)
     for name, result in results.items():
         out = torch.where(ids == OPS.index(name), result, out)
     return out
@@ -324,6 +324,7 @@ def batch_train_transform(
         out = resized_crop_flip(images.float() / 255, image_size, (crop_min_scale, 1.0))
         if augment is not None:
             out = augment(out)
+        # non_blocking: a few bytes staged to the device without waiting for its queue
         out = (out - mean_tensor.to(out.device, non_blocking=True)) / std_tensor.to(out.device, non_blocking=True)
         return batch_random_erasing(out, random_erasing) if random_erasing > 0 else out
 
