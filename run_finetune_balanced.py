@@ -21,7 +21,14 @@ from livt_hf.arguments import (
     MixingArguments,
     parse_args,
 )
-from livt_hf.data import Mixer, attach_transforms, build_train_sampler, image_processor, prepare_splits
+from livt_hf.data import (
+    Mixer,
+    attach_transforms,
+    build_train_sampler,
+    device_train_data,
+    image_processor,
+    prepare_splits,
+)
 from livt_hf.losses import LOSS_DEFAULTS
 from livt_hf.metrics import (
     calibration_metrics,
@@ -81,15 +88,17 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     mixer = Mixer(mixing_args.mixing, split_info.train_counts, **mixing_args.mixer_params())
     logger.info("Sampler %s, mixing %s", data_args.train_sampler, mixing_args)
     processor = image_processor(config.image_size, config.num_channels)
-    attach_transforms(
-        splits, processor, data_args.crop_min_scale, auto_augment=data_args.auto_augment,
-        random_erasing=data_args.random_erasing,
-    )
+    augmentation = dict(auto_augment=data_args.auto_augment, random_erasing=data_args.random_erasing)
+    train_dataset, device_images = splits["train"], None
+    if data_args.augment_on_device:
+        train_dataset, device_images = device_train_data(splits["train"], processor, data_args.crop_min_scale,
+                                                         **augmentation)  # fmt: skip
+    attach_transforms(splits, processor, data_args.crop_min_scale, **augmentation)
 
     trainer = BalancedTrainer(
         model=model,
         args=training_args,
-        train_dataset=splits["train"],
+        train_dataset=train_dataset,
         eval_dataset=splits["validation"],
         processing_class=processor,
         compute_metrics=long_tail_compute_metrics(
@@ -98,6 +107,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         layer_decay=model_args.layer_decay,
         train_sampler=train_sampler,
         mixer=mixer,
+        device_images=device_images,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()

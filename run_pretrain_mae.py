@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, parse_args
-from livt_hf.data import attach_transforms, image_processor, prepare_splits
+from livt_hf.data import attach_transforms, device_train_data, image_processor, prepare_splits
 from livt_hf.modelcard import pretrain_model_card
 from livt_hf.plots import plot_pretrain_results
 from livt_hf.runs import infer_num_channels, logger, run_record, save_run_config, start_run
@@ -28,14 +28,19 @@ def main():
     channels = model_args.num_channels or infer_num_channels(splits["train"])
     config = ViTMAEConfig(**dataclasses.asdict(model_args) | {"num_channels": channels})
     processor = image_processor(config.image_size, channels)
+    train_dataset, device_images = splits["train"], None
+    if data_args.augment_on_device:
+        train_dataset, device_images = device_train_data(splits["train"], processor, data_args.crop_min_scale,
+                                                         with_labels=False)  # fmt: skip
     attach_transforms(splits, processor, data_args.crop_min_scale, with_labels=False)  # ViTMAE takes no labels
 
     trainer = MAEPretrainingTrainer(
         model=ViTMAEForPreTraining(config),
         args=training_args,
-        train_dataset=splits["train"],
+        train_dataset=train_dataset,
         eval_dataset=splits["validation"],
         processing_class=processor,
+        device_images=device_images,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()

@@ -11,6 +11,8 @@ Pipelines, each a full `Trainer.train()` of `--warmup + --steps` optimizer steps
 - ours:      `MAEPretrainingTrainer` / `BalancedTrainer` with the transforms, loss (Bal-BCE), mixing (mixup / cutmix),
              drop path and layer decay of `run_pretrain_mae.py` / `run_finetune_balanced.py` (LiVT Table 9's BFT
              augmentation: RandAugment rand-m9-mstd0.5 + RandomErasing 0.25);
+- device:    ours with `--augment_on_device`: the JPEGs decoded once into a uint8 tensor on the device, the same
+             augmentation applied to whole batches there (`livt_hf/data/batch_augment.py`);
 - synthetic: our model and Trainer on pre-made tensors already on the device: the ceiling the input pipeline
              should not lower.
 The data: Fashion-MNIST images resized (bicubic) to `--image_size`, converted to RGB (or kept grayscale with
@@ -46,7 +48,14 @@ from transformers import (
 )
 
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification, MAEPretrainingTrainer
-from livt_hf.data import Mixer, attach_transforms, image_processor, load_fashion_mnist, load_image_folders
+from livt_hf.data import (
+    Mixer,
+    attach_transforms,
+    device_train_data,
+    image_processor,
+    load_fashion_mnist,
+    load_image_folders,
+)
 
 # encoder (width, depth, heads, MLP width) and MAE decoder (width, depth, heads, MLP width)
 MODELS = {
@@ -59,6 +68,8 @@ MODELS = {
 }
 MASK_RATIO = 0.75
 NUM_CLASSES = 10
+PIPELINES = ["stock", "ours", "device", "synthetic"]
+BFT_AUGMENTATION = dict(auto_augment="rand-m9-mstd0.5", random_erasing=0.25)  # LiVT Table 9
 
 
 @dataclass
@@ -181,36 +192,39 @@ def build_trainer(pipeline: str, stage: str, geo: Geometry, folder: Path, args: 
         data = DeviceTensors(args.per_device_train_batch_size * 4, geo, device, labels=stage == "bft")
     else:
         splits = load_image_folders(str(folder / "train"), str(folder / "test"))
-        data = splits["train"]
+        data, labels = splits["train"], list(splits["train"]["label"])  # labels read before a transform is attached
+    processor, device_images = image_processor(geo.image_size, geo.channels), None
+    augmentation = dict(with_labels=False) if stage == "mgp" else BFT_AUGMENTATION
+    crop_min_scale = 0.2 if stage == "mgp" else 0.35
+    if pipeline == "ours":
+        attach_transforms(splits, processor, crop_min_scale, **augmentation)
+    elif pipeline == "device":
+        data, device_images = device_train_data(data, processor, crop_min_scale, **augmentation)
     if stage == "mgp":
         model = ViTMAEForPreTraining(geo.mae_config())
         if pipeline == "stock":
             return Trainer(model=model, args=args, train_dataset=data.with_transform(stock_transform(geo, stage)))
-        if pipeline == "ours":
-            attach_transforms(splits, image_processor(geo.image_size, geo.channels), 0.2, with_labels=False)
-        return MAEPretrainingTrainer(model=model, args=args, train_dataset=data, layer_decay=1.0)
+        return MAEPretrainingTrainer(model=model, args=args, train_dataset=data, device_images=device_images)
     if pipeline == "stock":
         model = ViTForImageClassification(ViTConfig(**geo.encoder(), num_labels=NUM_CLASSES))
         return Trainer(model=model, args=args, train_dataset=data.with_transform(stock_transform(geo, stage)))
     counts = [1] * NUM_CLASSES
-    if pipeline == "ours":
-        counts = torch.bincount(torch.tensor(data["label"]), minlength=NUM_CLASSES).tolist()
-        attach_transforms(splits, image_processor(geo.image_size, geo.channels), 0.35,
-                          auto_augment="rand-m9-mstd0.5", random_erasing=0.25)  # fmt: skip
+    if pipeline != "synthetic":
+        counts = torch.bincount(torch.tensor(labels), minlength=NUM_CLASSES).tolist()
     config = LiVTConfig(**geo.encoder(), num_labels=NUM_CLASSES, class_counts=counts, loss="bal_bce", drop_path_rate=0.1)
     return BalancedTrainer(model=LiVTForImageClassification(config), args=args, train_dataset=data, layer_decay=0.75,
-                           mixer=Mixer("mixup_cutmix", counts))  # fmt: skip
+                           mixer=Mixer("mixup_cutmix", counts), device_images=device_images)  # fmt: skip
 
 
 def run_case(pipeline: str, stage: str, geo: Geometry, folder: Path, opts: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available() and not opts.use_cpu
-    workers = 0 if pipeline == "synthetic" else opts.workers
+    workers = 0 if pipeline in ("synthetic", "device") else opts.workers  # those loaders move no images
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, max_steps=opts.warmup + opts.steps, per_device_train_batch_size=opts.batch_size,
             bf16=cuda and not opts.fp32, torch_compile=opts.compile, gradient_checkpointing=opts.checkpointing,
             optim="adamw_torch" if opts.no_fused else "adamw_torch_fused", dataloader_num_workers=workers,
-            dataloader_pin_memory=cuda and pipeline != "synthetic", dataloader_persistent_workers=workers > 0,
+            dataloader_pin_memory=cuda and pipeline in ("stock", "ours"), dataloader_persistent_workers=workers > 0,
             dataloader_prefetch_factor=4 if workers else None, use_cpu=not cuda, save_strategy="no",
             eval_strategy="no", logging_strategy="no", report_to="none", remove_unused_columns=False,
             disable_tqdm=True, seed=0,
@@ -267,8 +281,7 @@ def format_table(results: list[dict], peak: float | None) -> str:
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stages", nargs="+", default=["mgp", "bft"], choices=["mgp", "bft"])
-    p.add_argument("--pipelines", nargs="+", choices=["stock", "ours", "synthetic"],
-                   help="Default: all three, or synthetic alone with --sweep.")
+    p.add_argument("--pipelines", nargs="+", choices=PIPELINES, help="Default: all four, or synthetic alone with --sweep.")
     p.add_argument("--model", default="vit-b", choices=list(MODELS))
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--patch_size", type=int, default=None, help="Default: 16, or 7 for images under 64 px.")
@@ -293,7 +306,7 @@ def cases(opts: argparse.Namespace):
     patch = opts.patch_size or (16 if opts.image_size >= 64 else 7)
     if not opts.sweep:
         for stage in opts.stages:
-            for pipeline in opts.pipelines or ["stock", "ours", "synthetic"]:
+            for pipeline in opts.pipelines or PIPELINES:
                 yield pipeline, stage, Geometry(opts.model, opts.image_size, patch, opts.channels)
         return
     for model in ("vit-s", "vit-b", "vit-l"):

@@ -16,6 +16,7 @@ from .data.image_checks import BAD_IMAGE_POLICIES, MAX_BAD_IMAGE_FRACTION
 from .data.long_tail import PROFILES, check_imbalance_ratio
 from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
 from .data.samplers import SAMPLERS
+from .data.batch_augment import check_batched_auto_augment
 from .data.transforms import auto_augment_transform
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
@@ -76,6 +77,15 @@ class DataArguments:
     image_check_workers: int | None = field(
         default=None,
         metadata={"help": "Processes decoding images in the check (default: this process's share of the cores)."},
+    )
+    augment_on_device: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode the train split once into a uint8 tensor on the training device and augment whole "
+            "batches there (same augmentation, per-sample parameters), instead of per image in DataLoader workers: "
+            "for small images (28–64 px), where CPU workers cannot keep a GPU busy. The split must fit in half the "
+            "GPU's free memory."
+        },
     )
 
     @property
@@ -177,6 +187,8 @@ class FinetuneDataArguments(DataArguments):
         if not 0 <= self.random_erasing <= 1:
             raise ValueError(f"--random_erasing is a probability in [0, 1], got {self.random_erasing}.")
         auto_augment_transform(self.auto_augment)  # a bad spec fails here, before any data is loaded
+        if self.augment_on_device:
+            check_batched_auto_augment(self.auto_augment)
 
 
 @dataclass
@@ -305,7 +317,7 @@ class ScaledLRTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "LR per 256 images of total batch (default: the stage's recipe value)."}
     )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete an earlier run in output_dir first."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image`: transforms read it lazily."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: transforms read `image`."})
     logging_steps: float = field(default=20)
     logging_nan_inf_filter: bool = field(
         default=False,
@@ -328,6 +340,12 @@ class ScaledLRTrainingArguments(TrainingArguments):
             )
         self.learning_rate = explicit_lr if explicit_lr is not None else 0.0
         super().__post_init__()
+        if self.remove_unused_columns:
+            raise ValueError(
+                "--remove_unused_columns True would drop the `image` and `label` columns (and --augment_on_device's "
+                "image indices) before our transforms read them: the model's inputs are made from them. Leave it "
+                "False (the default here)."
+            )
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
             if getattr(self, flag) < 1:
                 raise ValueError(f"--{flag} must be ≥ 1 (images per process and step), got {getattr(self, flag)}.")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .data.device_images import DeviceImages
 from .data.mixing import Mixer, smooth_targets
 from .data.samplers import PairedDataset
 from .metrics import long_tail_metrics
@@ -50,14 +51,16 @@ class LiVTTrainer(Trainer):
     parameters. The optimizer class and its kwargs (`--optim`, betas, eps) still come from `TrainingArguments`.
 
     A non-finite loss stops the run (`NonFiniteLossGuard`) and checkpoints are marked complete once written
-    (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from.
+    (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from. With
+    `device_images` (`--augment_on_device`) the training loader yields image indices, which become augmented images
+    on the device in the training step.
     """
 
     # Our losses are per-batch means: Trainer must divide them by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, layer_decay: float = 1.0, **kwargs):
-        self.layer_decay = layer_decay
+    def __init__(self, *args, layer_decay: float = 1.0, device_images: DeviceImages | None = None, **kwargs):
+        self.layer_decay, self.device_images = layer_decay, device_images
         self.model_card: ModelCard | None = None
         self._first_non_finite_step: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
@@ -75,6 +78,15 @@ class LiVTTrainer(Trainer):
         first = (self._first_non_finite_step == 0) & ~torch.isfinite(loss.detach())
         self._first_non_finite_step = torch.where(first, self.state.global_step + 1, self._first_non_finite_step)
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            inputs = self.training_inputs(inputs)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def training_inputs(self, inputs: dict) -> dict:
+        """The batch as the model sees it in training: with `device_images`, indices become augmented images."""
+        return self.device_images(inputs) if self.device_images is not None else inputs
 
     def raise_on_non_finite_loss(self) -> None:
         if self._first_non_finite_step is None:
@@ -172,6 +184,7 @@ class BalancedTrainer(LiVTTrainer):
 
     def training_inputs(self, inputs: dict) -> dict:
         """The batch as the loss sees it in training: mixed, smoothed, with the epoch passed to the loss (DRW)."""
+        inputs = super().training_inputs(inputs)
         epoch = self.state.epoch or 0.0
         set_epoch = getattr(self.loss_fn, "set_epoch", None)
         if set_epoch is not None:

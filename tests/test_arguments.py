@@ -44,6 +44,8 @@ CASES = [
     (FinetuningArguments, [*TRAINING, "--per_device_train_batch_size", "0"], r"--per_device_train_batch_size must be ≥ 1"),
     (FinetuningArguments, [*TRAINING, "--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], r"Both --learning_rate .* Pass one"),
     (PretrainingArguments, [*TRAINING, "--fsdp"], r"--fsdp shards the model across GPUs"),
+    (FinetuningArguments, [*TRAINING, "--remove_unused_columns", "True"], r"--remove_unused_columns True would drop the `image`"),
+    (FinetuneDataArguments, ["--augment_on_device", "--auto_augment", "autoaugment"], r"--augment_on_device cannot run --auto_augment .autoaugment."),
 ]  # fmt: skip
 
 

@@ -34,7 +34,7 @@ def test_the_benchmark_runs_every_pipeline_on_the_cpu(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
-    assert {(r["stage"], r["pipeline"]) for r in rows} == {(s, p) for s in ("mgp", "bft") for p in ("stock", "ours", "synthetic")}
+    assert {(r["stage"], r["pipeline"]) for r in rows} == {(s, p) for s in ("mgp", "bft") for p in ("stock", "ours", "device", "synthetic")}
     assert all(r["images_per_s"] > 0 and r["tflops"] > 0 for r in rows)
     assert "| bft | tiny | 32 | ours |" in result.stdout
     # the JPEG folder holds the requested images at the benchmark's resolution

@@ -32,7 +32,8 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     mae, livt = tmp / "mae", tmp / "livt"
     pretrain = run("run_pretrain_mae.py", *SMALL_DATA, *SMALL_MAE, "--num_train_epochs", 2,
-                   "--per_device_train_batch_size", 32, "--output_dir", mae)  # fmt: skip
+                   "--per_device_train_batch_size", 32, "--output_dir", mae, "--augment_on_device")  # fmt: skip
+    assert "--augment_on_device: 403 train images decoded, 0.3 MiB" in pretrain.stdout  # 403 × 28 × 28 bytes
     # the log states the effective batch, which LR rule applied, and the split
     assert "Total train batch 32; learning_rate 0.000188 = base_learning_rate 0.0015 × 32 / 256" in pretrain.stdout
     assert "Train split: 403 images, 10 classes" in pretrain.stdout

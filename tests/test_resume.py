@@ -61,6 +61,28 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mae_dir
     assert_same_run(uninterrupted, tmp_path / "killed")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_on_device(tmp_path_factory, tiny_mae_dir):
+    out = tmp_path_factory.mktemp("resume") / "whole-on-device"
+    result = finetune(tiny_mae_dir, out, "--augment_on_device")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_a_killed_run_augmenting_on_the_device_resumes_to_the_uninterrupted_result(
+    tmp_path, tiny_mae_dir, uninterrupted, uninterrupted_on_device
+):
+    killed = finetune(tiny_mae_dir, tmp_path / "killed", "--augment_on_device", env={"KILL_AT_STEP": "18"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = finetune(tiny_mae_dir, tmp_path / "killed", "--augment_on_device", "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--augment_on_device: 199 train images decoded" in resumed.stdout
+    assert_same_run(uninterrupted_on_device, tmp_path / "killed")
+    # the option acts: the same seed gives other augmentations, hence other weights, than the per-image path
+    on_device, per_image = (load_file(run / "model.safetensors") for run in (uninterrupted_on_device, uninterrupted))
+    assert not torch.equal(on_device["head.weight"], per_image["head.weight"])
+
+
 def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path, tiny_mae_dir, uninterrupted):
     out = tmp_path / "killed"
     killed = finetune(tiny_mae_dir, out, env={"KILL_WHILE_SAVING_STEP": "16"})

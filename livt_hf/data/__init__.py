@@ -1,6 +1,7 @@
 """Data sources, long-tailed splits and transforms."""
 
 from .build import load_source, prepare_splits
+from .device_images import DeviceImages, IndexedImages, device_train_data
 from .image_checks import BAD_IMAGE_POLICIES, check_images, sample_image_modes
 from .long_tail import (
     LongTailSplit,
@@ -37,6 +38,8 @@ __all__ = [
     "auto_augment_transform",
     "build_train_sampler",
     "ClassAwareSampler",
+    "DeviceImages",
+    "IndexedImages",
     "MIXING_METHODS",
     "Mixer",
     "PairedDataset",
@@ -50,6 +53,7 @@ __all__ = [
     "check_images",
     "class_counts",
     "convert_image",
+    "device_train_data",
     "eval_transform",
     "exponential_counts",
     "image_mode",

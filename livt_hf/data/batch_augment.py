@@ -298,6 +298,15 @@ def batch_random_erasing(
     return torch.where(box, torch.randn_like(images), images)
 
 
+def check_batched_auto_augment(auto_augment: str) -> None:
+    """Only RandAugment specs have a batched implementation; the arguments call this too, before any data is read."""
+    if auto_augment == "autoaugment":
+        raise ValueError(
+            "--augment_on_device cannot run --auto_augment 'autoaugment' (it runs only in the per-image CPU "
+            "transforms): use a RandAugment string such as 'rand-m9-mstd0.5', or drop --augment_on_device."
+        )
+
+
 def batch_train_transform(
     image_size: int,
     mean: Sequence[float],
@@ -309,11 +318,7 @@ def batch_train_transform(
     """`train_transform` for a uint8 batch (B, C, H, W) on any device: crop + flip [+ RandAugment] + normalise
     [+ RandomErasing], each sample with its own parameters; returns float (B, C, image_size, image_size)."""
     check_crop_and_erasing(crop_min_scale, random_erasing)
-    if auto_augment == "autoaugment":
-        raise ValueError(
-            "--auto_augment 'autoaugment' runs only in the per-image CPU transforms, not on whole batches on the "
-            "device: use a RandAugment string such as 'rand-m9-mstd0.5', or drop the on-device augmentation option."
-        )
+    check_batched_auto_augment(auto_augment)
     rand_augment = parse_rand_augment(auto_augment)
     augment = BatchRandAugment(*rand_augment) if rand_augment is not None else None
     mean_tensor, std_tensor = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
