@@ -4,6 +4,7 @@ aggregated, the table written to docs/RESULTS.md.
 
     python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json        # the whole table (one GPU)
     python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json --only main   # or in parts: main, ablations
+    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json --starts lt    # … or by starting point
 
 Cells (LiVT and UniMix's claims; each over the recipe's seeds):
 - main: for each ρ, fine-tuning from scratch (a randomly initialised ViTMAE) or after MGP on the LT split, with each
@@ -48,8 +49,9 @@ class Run:
     seed: int = 0
 
 
-def plan(recipe: dict, only: str | None) -> list[Run]:
-    """Every run of the table, pretraining first; `only` keeps the BFT runs of one part (and what they need)."""
+def plan(recipe: dict, only: str | None, starts: list[str] | None = None) -> list[Run]:
+    """Every run of the table, pretraining first; `only` keeps the BFT runs of one part, `starts` those from the
+    named starting points ('scratch', 'lt', 'balanced'), and what they need."""
     seeds, ratios = recipe["seeds"], recipe["imbalance_ratios"]
     data, mixings = recipe["data"], recipe["mixing_flags"]
     default_mixing, rho0 = recipe["default_mixing"], ratios[0]
@@ -72,7 +74,7 @@ def plan(recipe: dict, only: str | None) -> list[Run]:
         bft += [finetune("ablations", "lt", rho0, "bal_bce", seed, tau=tau) for tau in recipe["taus"] if tau != 1.0]
         bft += [finetune("ablations", "lt", rho0, "bal_bce", seed, mixing=m) for m in mixings if m != default_mixing]
         bft.append(finetune("ablations", "balanced", rho0, "bal_bce", seed))
-    bft = [r for r in bft if only is None or r.cell[0] == only]
+    bft = [r for r in bft if (only is None or r.cell[0] == only) and (starts is None or r.cell[1] in starts)]
     needed = {r.needs for r in bft}
     starts = []
     for seed in seeds:
@@ -177,13 +179,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="JSON recipe (recipes/reproduce/).")
     parser.add_argument("--only", choices=["main", "ablations"], help="Run one part of the table.")
+    parser.add_argument("--starts", nargs="+", choices=["scratch", "lt", "balanced"],
+                        help="Only the fine-tunes from these starting points (default: all).")
     parser.add_argument("--work_dir", default="outputs/reproduce", help="Where runs are written (and reused).")
     parser.add_argument("--output", default="docs/RESULTS.md", help="The Markdown table.")
     opts = parser.parse_args()
     recipe = json.loads(Path(opts.recipe).read_text())
     work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    runs = plan(recipe, opts.only)
+    runs = plan(recipe, opts.only, opts.starts)
     for i, run in enumerate(runs, 1):
         print(f"[{i}/{len(runs)}] {run.name}", flush=True)
         execute(run, work, recipe)

@@ -37,6 +37,9 @@ def test_the_gpu_recipe_plans_the_issue_table():
     assert balanced.flags["balanced"] and balanced.flags["seed"] == 1 and balanced.flags["imbalance_ratio"] == 100
     assert {r.cell[0] for r in plan(recipe, "ablations") if r.stage == "finetune"} == {"ablations"}
     assert all(not r.name.startswith("mgp-lt-rho500") for r in plan(recipe, "ablations"))
+    after_mgp = plan(recipe, "main", ["lt"])
+    assert {r.cell[1] for r in after_mgp if r.stage == "finetune"} == {"lt"} and len(after_mgp) == 3 * (8 + 2)
+    assert {r.stage for r in after_mgp} == {"finetune", "pretrain"}  # no scratch checkpoints, no balanced MGP
 
 
 def test_a_tiny_reproduction_runs_every_kind_of_cell(tmp_path):
