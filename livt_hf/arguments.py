@@ -12,11 +12,11 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from .configuration_livt import LiVTConfig
+from .data.batch_augment import check_batched_auto_augment
 from .data.image_checks import BAD_IMAGE_POLICIES, MAX_BAD_IMAGE_FRACTION
 from .data.long_tail import PROFILES, check_imbalance_ratio
 from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
 from .data.samplers import SAMPLERS
-from .data.batch_augment import check_batched_auto_augment
 from .data.transforms import auto_augment_transform
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
