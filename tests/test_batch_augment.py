@@ -177,8 +177,8 @@ def test_crop_boxes_follow_random_resized_crop():
     params = [reference.make_params([torch.zeros(1, height, width)]) for _ in range(4000)]
     ref_area = torch.tensor([p["height"] * p["width"] / (height * width) for p in params], dtype=torch.float64)
     ref_aspect = torch.tensor([p["width"] / p["height"] for p in params], dtype=torch.float64)
-    assert area.mean() == pytest.approx(ref_area.mean(), abs=0.01)
-    assert aspect.log().mean() == pytest.approx(ref_aspect.log().mean(), abs=0.01)
+    assert area.mean() == pytest.approx(ref_area.mean().item(), abs=0.01)
+    assert aspect.log().mean() == pytest.approx(ref_aspect.log().mean().item(), abs=0.01)
     for offset, room in ((top, height - h), (left, width - w)):  # uniform on [0, room]
         assert (offset[room > 0] / room[room > 0]).mean() == pytest.approx(0.5, abs=0.02)
 
@@ -262,7 +262,7 @@ def test_random_erasing_rate_area_and_noise():
     reference = T.RandomErasing(p=1.0, value="random")
     params = [reference.make_params([torch.zeros(3, 20, 28)]) for _ in range(3000)]
     ref_area = torch.tensor([p["h"] * p["w"] / (20 * 28) for p in params], dtype=torch.float64)
-    assert area.mean() == pytest.approx(ref_area.mean(), abs=0.01)
+    assert area.mean() == pytest.approx(ref_area.mean().item(), abs=0.01)
     noise = out[erased]
     assert noise.mean() == pytest.approx(0, abs=0.02) and noise.std() == pytest.approx(1, abs=0.02)
     assert len({tuple(b) for b in torch.stack([h, w], 1)[hit].tolist()}) > 50  # per-sample boxes
