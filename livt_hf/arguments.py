@@ -17,7 +17,7 @@ from .data.image_checks import BAD_IMAGE_POLICIES, MAX_BAD_IMAGE_FRACTION
 from .data.long_tail import PROFILES, check_imbalance_ratio
 from .data.mixing import MIXING_DEFAULTS, MIXING_METHODS, Mixer
 from .data.samplers import SAMPLERS
-from .data.transforms import auto_augment_transform
+from .data.transforms import auto_augment_transform, check_crop_and_erasing
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
 from .optim import check_layer_decay
@@ -128,6 +128,7 @@ class DataArguments:
             raise ValueError(
                 f"--max_test_samples must be ≥ 1 (leave it out for the whole test split), got {self.max_test_samples}."
             )
+        check_crop_and_erasing(self.crop_min_scale)
         self._check_bad_image_options()
 
     def _check_bad_image_options(self) -> None:
@@ -184,8 +185,7 @@ class FinetuneDataArguments(DataArguments):
             )
         if self.train_sampler not in SAMPLERS:
             raise ValueError(f"Unknown --train_sampler {self.train_sampler!r}; choose one of {SAMPLERS}.")
-        if not 0 <= self.random_erasing <= 1:
-            raise ValueError(f"--random_erasing is a probability in [0, 1], got {self.random_erasing}.")
+        check_crop_and_erasing(self.crop_min_scale, self.random_erasing)  # the transforms' own check, run early
         auto_augment_transform(self.auto_augment)  # a bad spec fails here, before any data is loaded
         if self.augment_on_device:
             check_batched_auto_augment(self.auto_augment)

@@ -14,6 +14,7 @@ from livt_hf.arguments import (
     FinetuneModelArguments,
     FinetuningArguments,
     MixingArguments,
+    PretrainDataArguments,
     PretrainModelArguments,
     PretrainingArguments,
 )
@@ -27,6 +28,7 @@ CASES = [
     (FinetuneDataArguments, ["--many_threshold", "10", "--few_threshold", "20"], r"0 < --few_threshold ≤ --many_threshold"),
     (FinetuneDataArguments, ["--train_sampler", "balanced"], r"Unknown --train_sampler 'balanced'; choose one of \('instance', 'class_balanced', 'sqrt', 'progressive'\)"),
     (FinetuneDataArguments, ["--long_tail_profile", "zipf"], r"Unknown --long_tail_profile 'zipf'; choose one of"),
+    (PretrainDataArguments, ["--crop_min_scale", "0"], r"--crop_min_scale must be in \(0, 1\], got 0.0"),
     (FinetuneDataArguments, ["--random_erasing", "2"], r"--random_erasing is a probability in \[0, 1\]"),
     (FinetuneDataArguments, ["--auto_augment", "rand-x"], r"Unknown --auto_augment 'rand-x'"),
     (FinetuneModelArguments, ["--loss", "balbce"], r"Unknown --loss 'balbce'; choose one of \('ce', 'bal_ce', .*'bal_bce'"),

@@ -12,6 +12,7 @@ stay float, so outputs differ from it by that rounding (about 1/255 a step; `tes
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -238,8 +239,10 @@ def apply_op(images: Tensor, op_ids: Tensor, magnitudes: Tensor, fill: float = G
     return out
 
 
+@functools.lru_cache(maxsize=16)
 def magnitude_table(height: int, width: int, device: torch.device) -> Tensor:
-    """(len(OPS), 101): torchvision RandAugment's unsigned magnitude of each op at each bin of timm's 0–10 level."""
+    """(len(OPS), 101): torchvision RandAugment's unsigned magnitude of each op at each bin of timm's 0–10 level.
+    Cached: one per image size and device, not a dozen small kernels per training step."""
     bins = torch.arange(_LEVEL_BINS, device=device)
     zeros = torch.zeros(_LEVEL_BINS, device=device)
 
@@ -321,7 +324,8 @@ def batch_train_transform(
     check_batched_auto_augment(auto_augment)
     rand_augment = parse_rand_augment(auto_augment)
     augment = BatchRandAugment(*rand_augment) if rand_augment is not None else None
-    mean_tensor, std_tensor = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+    mean_std = torch.tensor([mean, std], dtype=torch.float32).reshape(2, 1, -1, 1, 1)
+    on_device: dict[torch.device, Tensor] = {}  # mean and std copied to each device once, not every step
 
     def apply(images: Tensor) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -329,8 +333,10 @@ def batch_train_transform(
         out = resized_crop_flip(images.float() / 255, image_size, (crop_min_scale, 1.0))
         if augment is not None:
             out = augment(out)
-        # non_blocking: a few bytes staged to the device without waiting for its queue
-        out = (out - mean_tensor.to(out.device, non_blocking=True)) / std_tensor.to(out.device, non_blocking=True)
+        if out.device not in on_device:
+            on_device[out.device] = mean_std.to(out.device)
+        mean_, std_ = on_device[out.device]
+        out = (out - mean_) / std_
         return batch_random_erasing(out, random_erasing) if random_erasing > 0 else out
 
     return apply

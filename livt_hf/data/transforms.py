@@ -110,7 +110,7 @@ def auto_augment_transform(spec: str) -> torch.nn.Module | None:
     return None if rand_augment is None else NoisyRandAugment(*rand_augment)
 
 
-def check_crop_and_erasing(crop_min_scale: float, random_erasing: float) -> None:
+def check_crop_and_erasing(crop_min_scale: float, random_erasing: float = 0.0) -> None:
     """The crop and erasing arguments both the per-image and the batched training transforms accept."""
     if not 0 < crop_min_scale <= 1:
         raise ValueError(f"--crop_min_scale must be in (0, 1], got {crop_min_scale}.")
