@@ -65,6 +65,8 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         tau=model_args.tau,
         drop_path_rate=model_args.drop_path_rate,
         cosine_head=model_args.cosine_head,
+        head_init_std=model_args.head_init_std,
+        head_bias_init=model_args.head_bias_init,
         test_prior=model_args.test_prior,
         inference_test_prior=model_args.inference_test_prior,
         **{name: getattr(model_args, name) for name in LOSS_DEFAULTS},

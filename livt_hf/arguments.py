@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from .configuration_livt import LiVTConfig
+from .configuration_livt import HEAD_BIAS_INITS, LiVTConfig
 from .data.batch_augment import check_batched_auto_augment
 from .data.image_checks import BAD_IMAGE_POLICIES, MAX_BAD_IMAGE_FRACTION
 from .data.long_tail import PROFILES, check_imbalance_ratio
@@ -235,6 +235,12 @@ class FinetuneModelArguments:
         default=None, metadata={"help": "Shift the model's predictions to this label distribution (no retraining)."}
     )
     cosine_head: bool = field(default=False, metadata={"help": "Cosine-similarity logits (needed by ldam)."})
+    head_init_std: float = field(default=2e-5, metadata={"help": "Std of the head's initial weights (MAE: 2e-5)."})
+    head_bias_init: str = field(
+        default="zero",
+        metadata={"help": f"One of {HEAD_BIAS_INITS}: 'prior' starts the head bias where training predicts the train "
+                  "prior (livt_hf.losses.prior_head_bias), 'zero' at 0."},
+    )
     focal_gamma: float = field(default=LOSS_DEFAULTS["focal_gamma"], metadata={"help": "γ of focal."})
     cb_beta: float = field(default=LOSS_DEFAULTS["cb_beta"], metadata={"help": "β of cb and of DRW's weights."})
     ldam_max_margin: float = field(default=LOSS_DEFAULTS["ldam_max_margin"], metadata={"help": "LDAM's largest Δ."})
@@ -255,7 +261,8 @@ class FinetuneModelArguments:
         # on two stand-in classes, before any data is loaded
         try:
             LiVTConfig(loss=self.loss, tau=self.tau, drop_path_rate=self.drop_path_rate, cosine_head=self.cosine_head,
-                       num_labels=2, class_counts=[1, 1], **{name: getattr(self, name) for name in LOSS_DEFAULTS})
+                       head_init_std=self.head_init_std, head_bias_init=self.head_bias_init, num_labels=2,
+                       class_counts=[1, 1], **{name: getattr(self, name) for name in LOSS_DEFAULTS})
         except Exception as err:  # the strict dataclass wraps the ValueError that names the option
             raise ValueError(str(err.__cause__ or err)) from None
         for flag, prior in (("--test_prior", self.test_prior), ("--inference_test_prior", self.inference_test_prior)):

@@ -7,6 +7,8 @@ from transformers import ViTConfig
 
 from .losses import LOSS_DEFAULTS, LOSSES, SIGMOID_LOSSES, build_loss, resolve_test_prior
 
+HEAD_BIAS_INITS = ("prior", "zero")
+
 # Fields that define the encoder's weights: a ViTMAE checkpoint must agree on all of them.
 ENCODER_GEOMETRY = (
     "hidden_size",
@@ -36,6 +38,8 @@ class LiVTConfig(ViTConfig):
     tau (`float`): τ, the scale of the prior bias (LiVT Table 10: 1.0, Places-LT 1.05).
     drop_path_rate (`float`): stochastic depth, rising linearly from 0 to this over the layers.
     head_init_std (`float`): std of the classifier weights at init (MAE fine-tuning: 2e-5, a near-zero head).
+    head_bias_init (`str`): 'prior': the head bias starts where training predicts the train prior
+        (`livt_hf.losses.prior_head_bias`; needs `class_counts`); 'zero': at 0 (MAE).
     cosine_head (`bool`): logits are cosines between the pooled feature and each class weight (needed by `ldam`).
     focal_gamma, cb_beta, ldam_max_margin, ldam_scale, drw_epoch, negative_tolerance: loss parameters, see
         `livt_hf.losses` (each may differ from its default only for a loss that uses it).
@@ -54,6 +58,7 @@ class LiVTConfig(ViTConfig):
     tau: float = 1.0
     drop_path_rate: float = 0.1
     head_init_std: float = 2e-5
+    head_bias_init: str = "zero"
     cosine_head: bool = False
     focal_gamma: float = LOSS_DEFAULTS["focal_gamma"]
     cb_beta: float = LOSS_DEFAULTS["cb_beta"]
@@ -75,6 +80,10 @@ class LiVTConfig(ViTConfig):
     def validate_livt(self):
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSSES}.")
+        if self.head_bias_init not in HEAD_BIAS_INITS:
+            raise ValueError(f"Unknown head_bias_init {self.head_bias_init!r}; choose one of {HEAD_BIAS_INITS}.")
+        if not self.head_init_std >= 0:
+            raise ValueError(f"head_init_std must be ≥ 0, got {self.head_init_std}.")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
         if not self.tau >= 0:
@@ -89,4 +98,4 @@ class LiVTConfig(ViTConfig):
             resolve_test_prior(self.num_labels, self.inference_test_prior)  # raises on a bad distribution
 
 
-__all__ = ["ENCODER_FIELDS", "ENCODER_GEOMETRY", "LiVTConfig"]
+__all__ = ["ENCODER_FIELDS", "ENCODER_GEOMETRY", "HEAD_BIAS_INITS", "LiVTConfig"]

@@ -120,6 +120,22 @@ def logit_bias(
     return _BIASES[loss](pi_s, resolve_test_prior(len(pi_s), test_prior_values))
 
 
+def prior_head_bias(
+    loss: str, class_counts: Sequence[int], tau: float = 1.0, test_prior_values: Sequence[float] | None = None
+) -> torch.Tensor:
+    """The head bias b with which a model whose features are still zero predicts the train prior in training:
+    σ(b + τB) = π_s for the sigmoid losses, softmax(b + τB) = π_s for the softmax ones (B: the loss's bias).
+
+    Lin et al. (2017)'s prior initialisation, adjusted for the loss's bias. A zero sigmoid head starts every class at
+    σ(τB) instead (Bal-BCE, 10 classes: the head class at 0.86 for every image), and its first updates go into
+    undoing that. For Bal-BCE / Bal-CE with a uniform test prior and τ = 1, b is the same for every class.
+    """
+    pi_s = train_prior(class_counts)
+    start = torch.logit(pi_s) if loss in SIGMOID_LOSSES else pi_s.log()
+    bias = logit_bias(loss, class_counts, test_prior_values)
+    return start if bias is None else start - tau * bias
+
+
 def model_prior(
     loss: str, class_counts: Sequence[int], tau: float = 1.0, trained_test_prior: Sequence[float] | None = None
 ) -> torch.Tensor:

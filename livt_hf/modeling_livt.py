@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss, model_prior, resolve_test_prior, shift_logits
+from .losses import build_loss, model_prior, prior_head_bias, resolve_test_prior, shift_logits
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -65,8 +65,11 @@ class LiVTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, std=self.config.initializer_range)
             init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
         elif module is getattr(self, "head", None):
-            init.trunc_normal_(module.weight, std=self.config.head_init_std)
-            if module.bias is not None:
+            c = self.config
+            init.trunc_normal_(module.weight, std=c.head_init_std)
+            if module.bias is not None and c.head_bias_init == "prior" and c.class_counts is not None:
+                init.copy_(module.bias, prior_head_bias(c.loss, c.class_counts, c.tau, c.test_prior).float())
+            elif module.bias is not None:
                 init.zeros_(module.bias)
 
 

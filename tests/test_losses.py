@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from livt_hf.losses import bal_bce_bias, build_loss, logit_bias, train_prior
+from livt_hf.losses import bal_bce_bias, build_loss, logit_bias, prior_head_bias, train_prior
 
 COUNTS = [600, 300, 90, 10]  # π = 0.6, 0.3, 0.09, 0.01
 LOGITS = torch.tensor([[1.5, -0.3, 0.2, -2.0], [-0.7, 0.4, 2.2, 0.1]])
@@ -210,3 +210,29 @@ def test_every_loss_takes_soft_targets(name):
 def test_loss_parameters_that_would_be_ignored_are_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_loss(class_counts=COUNTS, **kwargs)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+@pytest.mark.parametrize("pi_t", [None, [0.1, 0.2, 0.3, 0.4]])
+def test_prior_head_bias_starts_training_at_the_train_prior(tau, pi_t):
+    """A model whose features are zero outputs the head bias b; with the 'prior' init the loss's adjusted logits
+    b + τB give back π_s: σ(·) per class for Bal-BCE, softmax for Bal-CE (B written out by hand, LiVT Thm. 3 and
+    UniMix Eq. 10)."""
+    n = sum(COUNTS)
+    pi_s = [c / n for c in COUNTS]
+    t = pi_t or [0.25] * 4
+    bal_bce = [(math.log(s / q)) - math.log((1 - s) / (1 - q)) for s, q in zip(pi_s, t)]
+    bal_ce = [math.log(s / q) for s, q in zip(pi_s, t)]
+    b = prior_head_bias("bal_bce", COUNTS, tau, pi_t).tolist()
+    assert [sigmoid(bi + tau * Bi) for bi, Bi in zip(b, bal_bce)] == pytest.approx(pi_s, abs=1e-12)
+    b = prior_head_bias("bal_ce", COUNTS, tau, pi_t).tolist()
+    e = [math.exp(bi + tau * Bi) for bi, Bi in zip(b, bal_ce)]
+    assert [x / sum(e) for x in e] == pytest.approx(pi_s, abs=1e-12)
+
+
+def test_prior_head_bias_of_the_plain_losses_and_balanced_bal_bce():
+    n = sum(COUNTS)
+    assert prior_head_bias("bce", COUNTS).tolist() == pytest.approx([math.log(c / (n - c)) for c in COUNTS])
+    assert prior_head_bias("ce", COUNTS).tolist() == pytest.approx([math.log(c / n) for c in COUNTS])
+    # Bal-BCE, uniform test prior, τ = 1: every class starts at −log(C − 1), the test-time prediction is uniform
+    assert prior_head_bias("bal_bce", COUNTS).tolist() == pytest.approx([-math.log(3)] * 4)

@@ -117,3 +117,18 @@ def test_cosine_head_gives_cosine_logits_and_ldam_requires_it():
         LiVTConfig(loss="ldam", **base)
     with pytest.raises(Exception, match="focal_gamma = 3.0 has no effect"):
         LiVTConfig(loss="bal_bce", focal_gamma=3.0, **base)
+
+
+@pytest.mark.parametrize("loss", ["bal_bce", "ce"])
+def test_head_bias_init_takes_effect(tiny_mae_dir, loss):
+    """--head_bias_init prior: the head bias is the loss's prior start (π = 40/75 … for the 4 counts, by hand);
+    'zero' keeps MAE's zero bias; --head_init_std sets the weights' spread."""
+    prior = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, loss=loss, head_bias_init="prior", **HEAD)
+    pi = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    expected = torch.full((4,), -torch.log(torch.tensor(3.0)).item()) if loss == "bal_bce" else pi.log()
+    assert torch.allclose(prior.head.bias.double(), expected.double(), atol=1e-6)
+    zero = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, loss=loss, head_bias_init="zero",
+                                                          head_init_std=0.02, **HEAD)  # fmt: skip
+    assert torch.all(zero.head.bias == 0) and 0.01 < zero.head.weight.std() < 0.03
+    with pytest.raises(Exception, match="Unknown head_bias_init 'mean'"):  # the strict config wraps the ValueError
+        LiVTConfig(head_bias_init="mean", **HEAD)

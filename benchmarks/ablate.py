@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""One factor at a time: named variants of a two-stage recipe, each run through the two scripts over several seeds,
+compared on the validation split (the split every default is chosen on; the test split is not read here).
+
+    python benchmarks/ablate.py recipes/ablation/demo_factors.json --jobs 2
+    python benchmarks/ablate.py recipes/ablation/demo_factors.json --only demo "crop 1.0"
+
+A recipe holds `seeds`, the `base` flags of each stage (`pretrain`, `finetune`) and `variants`: a name → the flags
+it changes (`{"finetune": {"crop_min_scale": 1.0}}`), or `"start": "scratch"` to fine-tune a randomly initialised
+ViTMAE. MGP runs with the same flags are shared between variants. Finished runs in `--work_dir` are reused, so a
+stopped ablation continues; `--jobs` runs that many scripts at once, each on cores / jobs threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from reproduce import Run, execute
+
+COLUMNS = {"overall": "accuracy", "head": "head_accuracy", "middle": "middle_accuracy", "tail": "tail_accuracy"}
+
+
+def pretrain_name(flags: dict, seed: int) -> str:
+    digest = hashlib.sha1(json.dumps(flags, sort_keys=True).encode()).hexdigest()[:8]
+    return f"mgp-{digest}-s{seed}"
+
+
+def plan(recipe: dict, only: list[str] | None = None) -> list[Run]:
+    """The MGP / scratch starts first (one per distinct pretraining recipe and seed), then every fine-tune."""
+    starts, finetunes = {}, []
+    for seed in recipe["seeds"]:  # seed by seed: a stopped ablation has every variant at its first seeds
+        for name, variant in recipe["variants"].items():
+            if only and name not in only:
+                continue
+            pretrain = recipe["base"]["pretrain"] | variant.get("pretrain", {})
+            finetune = recipe["base"]["finetune"] | variant.get("finetune", {})
+            stage = "scratch" if variant.get("start") == "scratch" else "pretrain"
+            start = Run(stage, pretrain_name(pretrain, seed) + ("-scratch" if stage == "scratch" else ""),
+                        pretrain | {"seed": seed}, seed=seed)  # fmt: skip
+            starts.setdefault(start.name, start)
+            slug = "".join(c if c.isalnum() else "_" for c in name)
+            finetunes.append(Run("finetune", f"bft-{slug}-s{seed}", finetune | {"seed": seed}, (name,), start.name, seed))
+    return [*starts.values(), *finetunes]
+
+
+def variant_results(runs: list[Run], work: Path) -> dict[str, dict[str, list[float]]]:
+    """Per variant, each column's validation values over the seeds (%), the MGP validation loss and the wall."""
+    by_name = {run.name: run for run in runs}
+    results: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        if run.stage != "finetune":
+            continue
+        metrics = json.loads((work / run.name / "eval_results.json").read_text())
+        values = results.setdefault(run.cell[0], {c: [] for c in [*COLUMNS, "MGP loss", "wall s"]})
+        for column, key in COLUMNS.items():
+            values[column].append(100 * metrics[f"eval_{key}"])
+        start = by_name[run.needs]
+        if start.stage == "pretrain":
+            values["MGP loss"].append(json.loads((work / start.name / "eval_results.json").read_text())["eval_loss"])
+        wall = float((work / f"{run.name}.wall").read_text())
+        if start.stage == "pretrain":
+            wall += float((work / f"{start.name}.wall").read_text())
+        values["wall s"].append(wall)
+    return results
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if not values:
+        return "—"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
+
+
+def table(recipe: dict, results: dict[str, dict[str, list[float]]]) -> str:
+    columns = [*COLUMNS, "MGP loss", "wall s"]
+    lines = [f"| variant | changes | {' | '.join(columns)} |", f"|{'---|' * (len(columns) + 2)}"]
+    for name, values in results.items():
+        variant = recipe["variants"][name]
+        changes = "; ".join(f"{k} {v}" for k, v in variant.items() if k != "_note") or "—"
+        cells = [mean_std(values[c], 3 if c == "MGP loss" else 0 if c == "wall s" else 1) for c in columns]
+        lines.append(f"| {name} | {changes} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("recipe", help="JSON recipe (recipes/ablation/).")
+    parser.add_argument("--only", nargs="+", help="Run only these variants.")
+    parser.add_argument("--jobs", type=int, default=1, help="Scripts run at once (each gets cores / jobs threads).")
+    parser.add_argument("--work_dir", default="outputs/ablation", help="Where runs are written (and reused).")
+    parser.add_argument("--output", help="Write the Markdown table here too.")
+    opts = parser.parse_args()
+    recipe = json.loads(Path(opts.recipe).read_text())
+    work = Path(opts.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    runs = plan(recipe, opts.only)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // opts.jobs))
+    with ThreadPoolExecutor(opts.jobs) as pool:  # starts first: every fine-tune needs one
+        for stage in (("pretrain", "scratch"), ("finetune",)):
+            list(pool.map(lambda run: execute(run, work, {"pretrain": run.flags}), [r for r in runs if r.stage in stage]))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    text = (f"Validation top-1 (%), mean ± std over seeds {recipe['seeds']}; {device}; {opts.jobs} job(s) at once "
+            f"(wall per run: MGP + BFT).\n\n" + table(recipe, variant_results(runs, work)))  # fmt: skip
+    if opts.output:
+        Path(opts.output).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
