@@ -40,7 +40,15 @@ from livt_hf.metrics import (
 from livt_hf.modeling_livt import LiVTForImageClassification
 from livt_hf.modelcard import finetune_model_card
 from livt_hf.plots import plot_finetune_results
-from livt_hf.runs import infer_num_channels, logger, read_run_config, run_record, save_run_config, start_run
+from livt_hf.runs import (
+    fit_epochs_to_min_steps,
+    infer_num_channels,
+    logger,
+    read_run_config,
+    run_record,
+    save_run_config,
+    start_run,
+)
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
 
@@ -54,6 +62,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
+    fit_epochs_to_min_steps(training_args, len(splits["train"]))
     names = split_info.class_names
     overrides = {"image_size": model_args.image_size} if model_args.image_size else {}
     model = LiVTForImageClassification.from_mae_pretrained(

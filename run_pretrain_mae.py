@@ -15,7 +15,14 @@ from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, Pretr
 from livt_hf.data import attach_transforms, device_train_data, image_processor, prepare_splits
 from livt_hf.modelcard import pretrain_model_card
 from livt_hf.plots import plot_pretrain_results
-from livt_hf.runs import infer_num_channels, logger, run_record, save_run_config, start_run
+from livt_hf.runs import (
+    fit_epochs_to_min_steps,
+    infer_num_channels,
+    logger,
+    run_record,
+    save_run_config,
+    start_run,
+)
 from livt_hf.trainer import MAEPretrainingTrainer
 
 
@@ -24,6 +31,7 @@ def main():
     checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
+    fit_epochs_to_min_steps(training_args, len(splits["train"]))
     del splits["test"]  # MGP never sees the test split
     channels = model_args.num_channels or infer_num_channels(splits["train"])
     config = ViTMAEConfig(**dataclasses.asdict(model_args) | {"num_channels": channels})

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from reproduce import Run, execute
+from reproduce import Run, execute  # also puts the repository on sys.path
+
+from livt_hf.plots import compare_runs_figure
 
 COLUMNS = {"overall": "accuracy", "head": "head_accuracy", "middle": "middle_accuracy", "tail": "tail_accuracy"}
 
@@ -90,15 +92,40 @@ def table(recipe: dict, results: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def log_history(folder: Path) -> list[dict]:
+    """The training log of a finished run: its last checkpoint's `trainer_state.json`."""
+    last = max(folder.glob("checkpoint-*/trainer_state.json"), key=lambda f: int(f.parent.name.split("-")[1]))
+    return json.loads(last.read_text())["log_history"]
+
+
+def plot(runs: list[Run], work: Path, path: Path) -> None:
+    """MGP validation loss per epoch (each MGP recipe) and BFT validation accuracy per epoch (each variant), for the
+    first seed."""
+    seed = runs[0].seed
+    finetunes = [run for run in runs if run.stage == "finetune" and run.seed == seed]
+    users = {run.needs: [r.cell[0] for r in finetunes if r.needs == run.needs] for run in finetunes}
+    mgp = {", ".join(users[run.name]): log_history(work / run.name)
+           for run in runs if run.stage == "pretrain" and run.name in users}  # fmt: skip
+    bft = {run.cell[0]: log_history(work / run.name) for run in finetunes}
+    fig = compare_runs_figure([(f"MGP: validation loss (norm-pix, seed {seed})", "eval_loss", mgp),
+                               (f"BFT: validation accuracy (seed {seed})", "eval_accuracy", bft)])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="JSON recipe (recipes/ablation/).")
     parser.add_argument("--only", nargs="+", help="Run only these variants.")
+    parser.add_argument("--seeds", nargs="+", type=int, help="Run only these of the recipe's seeds.")
     parser.add_argument("--jobs", type=int, default=1, help="Scripts run at once (each gets cores / jobs threads).")
     parser.add_argument("--work_dir", default="outputs/ablation", help="Where runs are written (and reused).")
     parser.add_argument("--output", help="Write the Markdown table here too.")
+    parser.add_argument("--plot", help="Write the validation curves of the first seed here (PNG).")
     opts = parser.parse_args()
     recipe = json.loads(Path(opts.recipe).read_text())
+    if opts.seeds:
+        recipe["seeds"] = [seed for seed in recipe["seeds"] if seed in opts.seeds]
     work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     runs = plan(recipe, opts.only)
@@ -111,6 +138,8 @@ def main() -> None:
             f"(wall per run: MGP + BFT).\n\n" + table(recipe, variant_results(runs, work)))  # fmt: skip
     if opts.output:
         Path(opts.output).write_text(text)
+    if opts.plot:
+        plot(runs, work, Path(opts.plot))
     print(text)
 
 

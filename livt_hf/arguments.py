@@ -323,6 +323,13 @@ class ScaledLRTrainingArguments(TrainingArguments):
     base_learning_rate: float | None = field(
         default=None, metadata={"help": "LR per 256 images of total batch (default: the stage's recipe value)."}
     )
+    min_train_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Train for at least this many optimizer steps: on a small train split --num_train_epochs is raised "
+            "until it gives them (logged). 0: train exactly --num_train_epochs."
+        },
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete an earlier run in output_dir first."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: transforms read `image`."})
     logging_steps: float = field(default=20)
@@ -352,6 +359,13 @@ class ScaledLRTrainingArguments(TrainingArguments):
                 "--remove_unused_columns True would drop the `image` and `label` columns (and --augment_on_device's "
                 "image indices) before our transforms read them: the model's inputs are made from them. Leave it "
                 "False (the default here)."
+            )
+        if self.min_train_steps < 0:
+            raise ValueError(f"--min_train_steps must be ≥ 0 (0: no minimum), got {self.min_train_steps}.")
+        if self.min_train_steps and self.max_steps > 0:
+            raise ValueError(
+                f"--max_steps {self.max_steps} fixes the number of steps; --min_train_steps {self.min_train_steps} would "
+                "not act. Pass --min_train_steps 0 with --max_steps."
             )
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
             if getattr(self, flag) < 1:

@@ -23,8 +23,10 @@ from .metrics.calibration import expected_calibration_error, probabilities_from_
 from .metrics.long_tail import SHOT_GROUPS, shot_groups
 
 __all__ = [
+    "compare_runs_figure",
     "confusion_matrix",
     "confusion_matrix_figure",
+    "epoch_curve",
     "mae_reconstruction_figure",
     "mae_reconstruction_panels",
     "per_class_accuracy_figure",
@@ -335,6 +337,27 @@ def training_curves_figure(log_history: Sequence[dict]) -> Figure:
 def plot_training_curves(log_history: Sequence[dict], path: str | Path, dpi: int = DPI) -> Path:
     """`training_curves_figure` as a PNG."""
     return _save(training_curves_figure(log_history), path, dpi)
+
+
+def epoch_curve(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of `key` in `Trainer.state.log_history`, e.g. the validation loss or accuracy per epoch."""
+    points = [(entry["epoch"], entry[key]) for entry in log_history if key in entry]
+    return ([e for e, _ in points], [v for _, v in points]) if points else ([], [])
+
+
+def compare_runs_figure(panels: Sequence[tuple[str, str, dict[str, Sequence[dict]]]]) -> Figure:
+    """One panel per (title, log key, {run label: log_history}): that key against the epoch for each run, so runs
+    of different recipes can be compared (the ablation's MGP losses and BFT validation accuracies)."""
+    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    for ax, (title, key, histories) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
+        for label, history in histories.items():
+            ax.plot(*epoch_curve(history, key), "o-", markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
 
 
 # --- the plots of a run's model card --------------------------------------------------------------------------------

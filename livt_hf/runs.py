@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -45,6 +46,27 @@ def start_run(args) -> str | None:
         checkpoint = resolve_checkpoint(args)
     logger.info("Total train batch %d; %s", args.total_train_batch_size, args.lr_rule)
     return checkpoint
+
+
+def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_images: int) -> None:
+    """Raise `args.num_train_epochs` to give at least `args.min_train_steps` optimizer steps on `num_train_images`.
+
+    A recipe in epochs gives a small split few updates (1,116 images at batch 64: 18 steps an epoch), too few for a
+    ViT to learn anything; a floor in steps makes the same defaults train small and large splits. Steps per epoch are
+    counted as Trainer counts them (batches per process, then accumulation)."""
+    if not args.min_train_steps:
+        return
+    per_batch = args.train_batch_size * args.world_size
+    batches = num_train_images // per_batch if args.dataloader_drop_last else math.ceil(num_train_images / per_batch)
+    steps_per_epoch = max(batches // args.gradient_accumulation_steps, 1)
+    if args.num_train_epochs * steps_per_epoch >= args.min_train_steps:
+        return
+    epochs = math.ceil(args.min_train_steps / steps_per_epoch)
+    logger.info(
+        "%d train images give %d steps an epoch: --num_train_epochs raised from %g to %d for --min_train_steps %d.",
+        num_train_images, steps_per_epoch, args.num_train_epochs, epochs, args.min_train_steps,
+    )  # fmt: skip
+    args.num_train_epochs = epochs
 
 
 def check_hub_access(args: transformers.TrainingArguments) -> None:

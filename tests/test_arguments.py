@@ -18,6 +18,7 @@ from livt_hf.arguments import (
     PretrainModelArguments,
     PretrainingArguments,
 )
+from livt_hf.runs import fit_epochs_to_min_steps
 
 TRAINING = ["--output_dir", "unused", "--use_cpu", "1"]
 CASES = [
@@ -48,6 +49,9 @@ CASES = [
     (PretrainingArguments, [*TRAINING, "--fsdp"], r"--fsdp shards the model across GPUs"),
     (FinetuningArguments, [*TRAINING, "--remove_unused_columns", "True"], r"--remove_unused_columns True would drop the `image`"),
     (FinetuneDataArguments, ["--augment_on_device", "--auto_augment", "autoaugment"], r"--augment_on_device cannot run --auto_augment .autoaugment."),
+    (FinetuningArguments, [*TRAINING, "--min_train_steps", "-1"], r"--min_train_steps must be ≥ 0"),
+    (PretrainingArguments, [*TRAINING, "--max_steps", "50", "--min_train_steps", "100"], r"--max_steps 50 fixes the number of steps; --min_train_steps 100 would not act"),
+    (FinetuneModelArguments, ["--head_bias_init", "mean"], r"Unknown head_bias_init 'mean'; choose one of \('prior', 'zero'\)"),
 ]  # fmt: skip
 
 
@@ -72,3 +76,18 @@ def test_the_script_refuses_before_touching_the_data(tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
     assert result.returncode != 0 and "tau must be ≥ 0, got -0.5" in result.stderr
     assert "missing" not in result.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags, images, epochs", [
+    ([], 1116, 112),  # ⌈1116 / 64⌉ = 18 steps an epoch; ⌈2000 / 18⌉ = 112 epochs
+    (["--gradient_accumulation_steps", "2"], 1116, 223),  # ⌊18 / 2⌋ = 9 steps an epoch → 223
+    (["--dataloader_drop_last", "1"], 1116, 118),  # ⌊1116 / 64⌋ = 17 → 118
+    ([], 12406, 12),  # 194 steps × 12 epochs ≥ 2000: unchanged
+    (["--min_train_steps", "0"], 1116, 12),  # no floor
+])  # fmt: skip
+def test_min_train_steps_raises_the_epochs_of_a_small_split(flags, images, epochs):
+    args = HfArgumentParser(FinetuningArguments).parse_args_into_dataclasses(
+        [*TRAINING, "--num_train_epochs", "12", "--per_device_train_batch_size", "64", "--min_train_steps", "2000",
+         *flags])[0]  # fmt: skip
+    fit_epochs_to_min_steps(args, images)
+    assert args.num_train_epochs == epochs
