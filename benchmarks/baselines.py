@@ -44,6 +44,7 @@ from reproduce import METRICS, mean_std  # noqa: E402
 MODELS = {"linear": "linear (softmax regression, pixels)", "cnn": "CNN (3 blocks 32/64/128, BN, GAP)"}
 BASELINE_LOSSES = tuple(name for name in LOSSES if name != "ldam")  # LDAM needs a cosine head
 COLUMNS = ("model", "loss", "overall", "many", "medium", "few", "head", "middle", "tail", "train wall s")
+AUGMENTATION_FLAGS = ("crop_min_scale", "augment_on_device")  # data flags of the scripts' training transforms
 DEFAULT_IMAGE_SIZE = 28  # the demo's (Fashion-MNIST's own) resolution
 
 
@@ -228,6 +229,9 @@ def machine(device: str) -> dict:
 
 def run_baselines(options: BaselineArguments, data_args: DataArguments, command: str = "") -> dict:
     """Every model × loss × seed on one split: the split's counts, the machine, the command and the rows."""
+    unused = [f"--{name}" for name in AUGMENTATION_FLAGS if getattr(data_args, name) != getattr(DataArguments(), name)]
+    if unused:
+        raise ValueError(f"{unused}: the baselines train without augmentation, so these would not act. Drop them.")
     image_size, run = options.image_size, options.from_run and Path(options.from_run)
     if run:
         if data_args != DataArguments():

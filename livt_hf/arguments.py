@@ -327,7 +327,7 @@ class ScaledLRTrainingArguments(TrainingArguments):
         default=0,
         metadata={
             "help": "Train for at least this many optimizer steps: on a small train split --num_train_epochs is raised "
-            "until it gives them (logged). 0: train exactly --num_train_epochs."
+            "until it gives them (logged). 0: train exactly --num_train_epochs. --max_steps, when given, fixes the steps."
         },
     )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete an earlier run in output_dir first."})
@@ -362,10 +362,11 @@ class ScaledLRTrainingArguments(TrainingArguments):
             )
         if self.min_train_steps < 0:
             raise ValueError(f"--min_train_steps must be ≥ 0 (0: no minimum), got {self.min_train_steps}.")
-        if self.min_train_steps and self.max_steps > 0:
+        default_floor = type(self).__dataclass_fields__["min_train_steps"].default
+        if self.max_steps > 0 and self.min_train_steps not in (0, default_floor):
             raise ValueError(
                 f"--max_steps {self.max_steps} fixes the number of steps; --min_train_steps {self.min_train_steps} would "
-                "not act. Pass --min_train_steps 0 with --max_steps."
+                "not act. Pass one of them."
             )
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
             if getattr(self, flag) < 1:
@@ -396,6 +397,7 @@ class PretrainingArguments(ScaledLRTrainingArguments):
 
     output_dir: str = field(default="outputs/mae-fmnist-lt")
     num_train_epochs: float = field(default=12)
+    min_train_steps: int = field(default=500, metadata={"help": "At least this many steps (epochs raised; 0: off)."})
     per_device_train_batch_size: int = field(default=256)
     per_device_eval_batch_size: int = field(default=256)
     weight_decay: float = field(default=0.05)
@@ -417,6 +419,7 @@ class FinetuningArguments(ScaledLRTrainingArguments):
 
     output_dir: str = field(default="outputs/livt-fmnist-lt")
     num_train_epochs: float = field(default=12)
+    min_train_steps: int = field(default=2000, metadata={"help": "At least this many steps (epochs raised; 0: off)."})
     per_device_train_batch_size: int = field(default=64)
     per_device_eval_batch_size: int = field(default=256)
     weight_decay: float = field(default=0.05)

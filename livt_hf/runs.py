@@ -54,7 +54,7 @@ def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_imag
     A recipe in epochs gives a small split few updates (1,116 images at batch 64: 18 steps an epoch), too few for a
     ViT to learn anything; a floor in steps makes the same defaults train small and large splits. Steps per epoch are
     counted as Trainer counts them (batches per process, then accumulation)."""
-    if not args.min_train_steps:
+    if not args.min_train_steps or args.max_steps > 0:
         return
     per_batch = args.train_batch_size * args.world_size
     batches = num_train_images // per_batch if args.dataloader_drop_last else math.ceil(num_train_images / per_batch)

@@ -100,6 +100,12 @@ def test_from_run_refuses_data_flags(run_dir):
         main(["--from_run", str(run_dir), "--imbalance_ratio", "50"])
 
 
+@pytest.mark.parametrize("flag", [["--crop_min_scale", "0.5"], ["--augment_on_device"]])
+def test_augmentation_flags_are_refused_not_ignored(flag):
+    with pytest.raises(ValueError, match=f"{flag[0]}.*without augmentation"):
+        main([*flag, "--epochs", "1"])
+
+
 def test_la_shifts_the_logits_by_the_log_train_frequencies():
     counts = [50, 20, 5]
     log_freq = torch.tensor([math.log(50 / 75), math.log(20 / 75), math.log(5 / 75)])

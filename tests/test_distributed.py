@@ -22,7 +22,8 @@ SPLIT = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split
 def two_ranks(tmp_path_factory, tiny_mae_dir):
     tmp = tmp_path_factory.mktemp("ddp")
     flags = [*SPLIT, "--mae_checkpoint", str(tiny_mae_dir), "--output_dir", str(tmp / "run"), "--use_cpu", "1",
-             "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+             "--num_train_epochs", "2", "--min_train_steps", "0", "--per_device_train_batch_size", "8",
+             "--per_device_eval_batch_size", "16",
              "--train_sampler", "sqrt", "--mixing", "mixup_cutmix", "--report_to", "none"]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import REPO
 
 SPLIT = ["--max_per_class", "100", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "300"]
-SMALL_DATA = [*SPLIT, "--use_cpu", "1"]
+SMALL_DATA = [*SPLIT, "--use_cpu", "1", "--min_train_steps", "0"]
 SMALL_MAE = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2",
              "--intermediate_size", "128", "--decoder_hidden_size", "32", "--decoder_num_hidden_layers", "1",
              "--decoder_intermediate_size", "64", "--decoder_num_attention_heads", "2"]  # fmt: skip
@@ -39,7 +39,8 @@ def runs(tmp_path_factory):
     assert "Train split: 403 images, 10 classes" in pretrain.stdout
     recipe = tmp / "finetune.json"  # a JSON recipe as the only argument
     recipe.write_text(json.dumps({
-        "mae_checkpoint": str(mae), "output_dir": str(livt), "num_train_epochs": 20, "learning_rate": 3e-3,
+        "mae_checkpoint": str(mae), "output_dir": str(livt), "num_train_epochs": 10, "min_train_steps": 520,
+        "learning_rate": 3e-3,
         "per_device_train_batch_size": 16, "max_per_class": 100, "imbalance_ratio": 10, "validation_split": 0.1,
         "max_test_samples": 300, "use_cpu": True, "drop_path_rate": 0.05, "tau": 1.1, "many_threshold": 30,
         "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
@@ -48,6 +49,9 @@ def runs(tmp_path_factory):
         "random_erasing": 0.1, "report_to": "tensorboard",
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
+    # ⌈403 / 16⌉ = 26 steps an epoch; the floor of 520 steps needs 20 epochs
+    assert "403 train images give 26 steps an epoch: --num_train_epochs raised from 10 to 20 for --min_train_steps 520" \
+        in finetune.stdout  # fmt: skip
     return mae, livt, finetune
 
 

@@ -17,7 +17,8 @@ from conftest import REPO
 # 199 training images in batches of 16: 13 steps per epoch; checkpoints every 4 steps, the kill at step 18 falls in
 # the second epoch, 2 steps after checkpoint-16
 FLAGS = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "100",
-         "--use_cpu", "1", "--num_train_epochs", "3", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
+         "--use_cpu", "1", "--num_train_epochs", "3", "--min_train_steps", "0", "--per_device_train_batch_size", "16",
+         "--learning_rate", "3e-3",
          "--report_to", "none", "--save_strategy", "steps", "--save_steps", "4", "--eval_strategy", "steps",
          "--eval_steps", "4", "--train_sampler", "sqrt", "--mixing", "unimix", "--mix_until_epoch", "2",
          "--auto_augment", "rand-m9-mstd0.5", "--random_erasing", "0.25"]  # fmt: skip
