@@ -36,12 +36,21 @@ class CheckpointCompletion(TrainerCallback):
 
 class NonFiniteLossGuard(TrainerCallback):
     """Stops training at the first step that logs, evaluates or saves after a non-finite loss, before any checkpoint
-    of the broken weights is written. The loss is checked on the device every step and read only at those steps."""
+    of the broken weights is written. The loss is checked on the device every step and read only at those steps.
+
+    Trainer sets those flags at a step's end and again at an epoch's end (the per-epoch strategies), and acts on
+    them after each: both are checked."""
 
     def __init__(self, trainer: LiVTTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def _check(self, control) -> None:
         if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
             self.trainer.raise_on_non_finite_loss()
 
