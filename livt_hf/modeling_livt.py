@@ -124,10 +124,13 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         output_hidden_states: bool | None = None,
         test_prior: Sequence[float] | None = None,
+        use_inference_test_prior: bool = True,
     ) -> ImageClassifierOutput:
         r"""
         test_prior: the label distribution to predict for (default: `config.inference_test_prior` outside
             training); the returned logits are shifted to it, the loss is computed on the unshifted ones.
+        use_inference_test_prior: False leaves out the default shift to `config.inference_test_prior`: the logits
+            then answer for the prior the loss was trained for (evaluation during training needs those).
         """
         outputs = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states)
         pooled = self.fc_norm(outputs.last_hidden_state[:, 1:].mean(dim=1))
@@ -137,7 +140,7 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         else:
             logits = self.head(pooled)
         loss = self.loss_fn(logits, labels) if labels is not None else None
-        if test_prior is None and not self.training:
+        if test_prior is None and not self.training and use_inference_test_prior:
             test_prior = self.config.inference_test_prior
         if test_prior is not None:
             logits = self.shift_to_test_prior(logits, test_prior)

@@ -24,8 +24,17 @@ import numpy as np
 import torch
 
 from .data.long_tail import resample_indices, resampled_test_counts
-from .losses import resolve_test_prior, shift_logits
+from .losses import PRIOR_AWARE_LOSSES, resolve_test_prior, shift_logits
 from .metrics.calibration import class_probabilities, fit_logit_scaling
+
+
+def predicted_prior(loss: str, tau: float = 1.0, trained_test_prior: Sequence[float] | None = None) -> str:
+    """The label distribution a model's raw logits predict for, in words, for reports (`model_prior` in numbers)."""
+    if loss not in PRIOR_AWARE_LOSSES or tau == 0:
+        return "the train prior"
+    uniform = trained_test_prior is None or loss == "la"
+    target = "a uniform test prior" if uniform else f"the test prior {list(trained_test_prior)}"
+    return target if tau == 1 else f"{target}, mixed with the train prior by τ = {tau:g}"
 
 
 def estimate_test_prior(

@@ -144,7 +144,9 @@ class BalancedTrainer(LiVTTrainer):
 
     Training batches come from `train_sampler` (a class-aware sampler, default: Trainer's shuffle) and are mixed on
     the device by `mixer`; `--label_smoothing_factor` smooths the training targets (Trainer's own label smoother
-    would be bypassed by this `compute_loss`). Evaluation sees neither mixing nor smoothing.
+    would be bypassed by this `compute_loss`). Evaluation sees neither mixing nor smoothing, and gets the logits the
+    loss was trained for: the eval loss, the best-epoch metric and the temperature fit never see the model's
+    `inference_test_prior` shift, which is for the saved model's users.
     """
 
     def __init__(
@@ -187,7 +189,7 @@ class BalancedTrainer(LiVTTrainer):
         if model.training:
             inputs = self.training_inputs(inputs)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        outputs = model(**inputs, use_inference_test_prior=False)
         loss = self.loss_fn(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 

@@ -7,7 +7,9 @@ from transformers import HfArgumentParser
 
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
 from livt_hf.arguments import FinetuningArguments, PretrainingArguments
+from livt_hf.losses import build_loss
 from livt_hf.optim import layer_id, param_groups
+from livt_hf.trainer import long_tail_compute_metrics
 
 COUNTS = [40, 20, 10, 5]
 
@@ -116,3 +118,26 @@ def test_deferred_reweighting_follows_the_trainer_epoch(tmp_path):
     trainer.args.num_train_epochs = 2
     trainer.train()
     assert trainer.loss_fn.reweighting
+
+
+def test_evaluation_in_training_uses_the_logits_the_loss_was_trained_for(tmp_path):
+    """--inference_test_prior is for the saved model's users: the eval loss, the metrics that choose the best epoch
+    and the logits temperature scaling is fitted on stay those of the prior the loss trained for."""
+    torch.manual_seed(0)
+    model = tiny_model(inference_test_prior=[0.7, 0.1, 0.1, 0.1]).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.3)  # logits of a few nats, as large as the shift
+    x, y = torch.randn(16, 1, 28, 28), torch.tensor([0, 1, 2, 3] * 4)
+    with torch.no_grad():
+        shifted = model(x).logits
+        model.config.inference_test_prior = None
+        raw = model(x).logits
+        model.config.inference_test_prior = [0.7, 0.1, 0.1, 0.1]
+    assert (shifted.argmax(-1) != raw.argmax(-1)).any()  # the shift matters here
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--eval_strategy", "no", "--load_best_model_at_end",
+                 "0", "--per_device_eval_batch_size", "4")  # fmt: skip
+    trainer = BalancedTrainer(model=model, args=args, compute_metrics=long_tail_compute_metrics(COUNTS, 30, 10))
+    data = Dataset.from_dict({"pixel_values": x.tolist(), "labels": y.tolist()}).with_format("torch")
+    prediction = trainer.predict(data, metric_key_prefix="eval")
+    torch.testing.assert_close(torch.as_tensor(prediction.predictions), raw, atol=1e-5, rtol=0)
+    assert prediction.metrics["eval_loss"] == pytest.approx(build_loss("bal_bce", COUNTS)(raw, y).item(), rel=1e-5)
+    assert prediction.metrics["eval_accuracy"] == pytest.approx((raw.argmax(-1) == y).float().mean().item())
