@@ -72,6 +72,16 @@ class PosteriorCalibration:
         cls, logits: np.ndarray, labels: np.ndarray, loss: str, trained_for: torch.Tensor,
         validation_prior: torch.Tensor,
     ) -> PosteriorCalibration:  # fmt: skip
+        """Fit T and b on validation logits and labels; every class needs a validation image (else T, b and EM's
+        estimate would all be NaN: log π_val = −∞)."""
+        counts = np.bincount(np.asarray(labels), minlength=len(validation_prior))
+        if missing := np.flatnonzero((counts == 0) | (validation_prior.numpy() <= 0)).tolist():
+            raise ValueError(
+                f"Calibrating EM's posteriors needs every class in the validation split; classes {missing} have no "
+                "validation image (the stratified carve of --long_tail_profile none keeps a class's last image for "
+                "training). Raise --validation_split, or give a validation split with every class (--validation_dir "
+                "or --validation_list)."
+            )
         unfitted = cls(loss, trained_for, validation_prior, 1.0, torch.zeros(len(validation_prior)))
         temperature, biases = fit_logit_scaling(unfitted.to_validation_prior(logits), labels, "ce", class_biases=True)
         return cls(loss, trained_for, validation_prior, temperature, biases)

@@ -96,3 +96,16 @@ def test_em_needs_calibrated_posteriors_and_bias_corrected_scaling_provides_them
     # over seeds 0-5 of this setup: calibrated 0.003-0.028, raw 0.12-0.15
     assert calibrated_error < 0.05
     assert raw_error > 0.1 and raw_error > 3 * calibrated_error
+
+
+def test_calibration_refuses_a_class_with_no_validation_image_instead_of_turning_nan():
+    from livt_hf.prior_shift import PosteriorCalibration
+
+    # the stratified carve of --long_tail_profile none leaves a class with one train image no validation image
+    rng = np.random.default_rng(4)
+    logits, labels = rng.normal(size=(30, 3)), np.array([0, 1] * 15)
+    counts = np.bincount(labels, minlength=3)
+    prior = torch.tensor(counts / counts.sum(), dtype=torch.float64)
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"classes \[2\] have no validation image.*Raise --validation_split"):
+        PosteriorCalibration.fit(logits, labels, "bal_bce", uniform, prior)
