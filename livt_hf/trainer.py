@@ -13,7 +13,7 @@ from accelerate import PartialState
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers import EvalPrediction, Trainer, TrainerCallback, enable_full_determinism, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data.device_images import DeviceImages
@@ -32,6 +32,27 @@ class CheckpointCompletion(TrainerCallback):
         PartialState().wait_for_everyone()
         if args.should_save:
             Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", COMPLETE_MARKER).touch()
+
+
+class SeedPerProcess(TrainerCallback):
+    """In a distributed run, seeds each process with `seed + process index` while it trains, as MAE and LiVT do:
+    Trainer seeds every process alike, so the draws from the global RNGs (mixing factors and CutMix boxes, the
+    batched augmentation, MAE's masks, dropout) would repeat across processes at the same batch position.
+
+    Training begins after the train loader is built, whose seedable sampler (accelerate's, for Trainer's shuffle)
+    must take the shared seed, and before a resumed run restores each process's saved RNG state, so resuming stays
+    exact; the shared seed is set back when training ends, for the loader of a later `train()`."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._seed(args, args.seed + args.process_index)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._seed(args, args.seed)
+
+    @staticmethod
+    def _seed(args, seed: int) -> None:
+        if args.world_size > 1:
+            enable_full_determinism(seed) if args.full_determinism else set_seed(seed)
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -59,8 +80,8 @@ class LiVTTrainer(Trainer):
     """`Trainer` whose optimizer uses `param_groups`: layer-wise LR decay, no decay on 1-D / token / position
     parameters. The optimizer class and its kwargs (`--optim`, betas, eps) still come from `TrainingArguments`.
 
-    A non-finite loss stops the run (`NonFiniteLossGuard`) and checkpoints are marked complete once written
-    (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from. With
+    Each process draws its own random numbers (`SeedPerProcess`). A non-finite loss stops the run
+    (`NonFiniteLossGuard`) and checkpoints are marked complete once written (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from. With
     `device_images` (`--augment_on_device`) the training loader yields image indices, which become augmented images
     on the device in the training step.
     """
@@ -76,6 +97,7 @@ class LiVTTrainer(Trainer):
         # transformers < 5.23 has no `loss_is_scaled_for_ga` and reads this instead (ViTMAE accepts **kwargs but
         # returns a batch mean, which would otherwise come out multiplied by the accumulation steps)
         self.model_accepts_loss_kwargs = False
+        self.add_callback(SeedPerProcess())
         self.add_callback(NonFiniteLossGuard(self))
         self.add_callback(CheckpointCompletion())
 
@@ -178,7 +200,7 @@ class BalancedTrainer(LiVTTrainer):
         if self.train_dataset is None:
             raise ValueError("BalancedTrainer: training requires a train_dataset.")
         return self._get_dataloader(
-            dataset=PairedDataset(self.train_dataset),
+            dataset=PairedDataset(self.train_dataset, self.train_sampler),
             description="Training",
             batch_size=self._train_batch_size,
             sampler_fn=self._get_train_sampler,
