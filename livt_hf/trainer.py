@@ -94,6 +94,8 @@ class LiVTTrainer(Trainer):
         self.model_card: ModelCard | None = None
         self._first_non_finite_step: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
+        # the parameters' shapes before any wrapping: FSDP version 1 flattens them before the optimizer is built
+        self._built_ndims = {name: param.ndim for name, param in self.model.named_parameters()}
         # transformers < 5.23 has no `loss_is_scaled_for_ga` and reads this instead (ViTMAE accepts **kwargs but
         # returns a batch mean, which would otherwise come out multiplied by the accumulation steps)
         self.model_accepts_loss_kwargs = False
@@ -145,7 +147,8 @@ class LiVTTrainer(Trainer):
         if self.optimizer is None:
             opt_model = self.model if model is None else model
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            groups = param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, self.layer_decay)
+            groups = param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, self.layer_decay,
+                                  self._built_ndims)  # fmt: skip
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 

@@ -1,5 +1,7 @@
 """Parameter groups (layer decay, no-decay set), the LR rule, and gradient accumulation in BalancedTrainer."""
 
+import re
+
 import pytest
 import torch
 from datasets import Dataset
@@ -141,3 +143,42 @@ def test_evaluation_in_training_uses_the_logits_the_loss_was_trained_for(tmp_pat
     torch.testing.assert_close(torch.as_tensor(prediction.predictions), raw, atol=1e-5, rtol=0)
     assert prediction.metrics["eval_loss"] == pytest.approx(build_loss("bal_bce", COUNTS)(raw, y).item(), rel=1e-5)
     assert prediction.metrics["eval_accuracy"] == pytest.approx((raw.argmax(-1) == y).float().mean().item())
+
+
+class ShardedLikeFSDP1(torch.nn.Module):
+    """`named_parameters` of `model` as FSDP version 1 (use_orig_params, wrapping `_no_split_modules`) shows them on
+    one of two processes, where the optimizer is built: wrapper prefixes in the names, each parameter a flat 1-D
+    shard of half its elements."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.config, self.shards = model.config, {}
+        for name, param in model.named_parameters():
+            wrapped = re.sub(r"^(vit\.(?:embeddings|layers\.\d+))\.", r"\1._fsdp_wrapped_module.", name)
+            shard = param.detach().flatten()[: (param.numel() + 1) // 2].clone()
+            self.shards["_fsdp_wrapped_module." + wrapped] = torch.nn.Parameter(shard)
+
+    def named_parameters(self, *args, **kwargs):
+        return iter(self.shards.items())
+
+
+def settings_by_name(groups, names):
+    return {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+
+
+def test_fsdp_v1_shards_get_the_groups_of_the_parameters_they_come_from(tmp_path):
+    args = parse(FinetuningArguments, "--learning_rate", "1e-3", "--output_dir", str(tmp_path), "--eval_strategy", "no",
+                 "--load_best_model_at_end", "0")  # fmt: skip
+    model = tiny_model()
+    expected = settings_by_name(param_groups(model, 1e-3, 0.05, 0.75), {id(p): n for n, p in model.named_parameters()})
+    trainer = BalancedTrainer(model=model, args=args, layer_decay=0.75)
+    sharded = ShardedLikeFSDP1(model)  # Trainer builds the optimizer on the wrapped model under FSDP v1
+    optimizer = trainer.create_optimizer(sharded)
+    clean = {id(p): n.replace("_fsdp_wrapped_module.", "") for n, p in sharded.named_parameters()}
+    assert settings_by_name(optimizer.param_groups, clean) == expected
+    assert expected["head.weight"] == (1e-3, 0.05) and expected["vit.layers.0.mlp.fc1.bias"][1] == 0.0
+    # without use_orig_params, FSDP v1 shows one flat tensor per wrapped module: no group can be told, so it stops
+    sharded.shards = {"_fsdp_wrapped_module._flat_param": torch.nn.Parameter(torch.zeros(8))}
+    trainer.optimizer = None
+    with pytest.raises(ValueError, match=r"_flat_param is not one of the model's own.*--fsdp_config '\{\"version\": 2\}'"):
+        trainer.create_optimizer(sharded)
