@@ -124,9 +124,12 @@ class LiVTTrainer(Trainer):
     def raise_on_non_finite_loss(self) -> None:
         if self._first_non_finite_step is None:
             return
-        # every process checks at the same steps; one whose loss broke stops them all (not a hang in DDP)
-        if not (step := int(self.accelerator.reduce(self._first_non_finite_step.clone(), reduction="max"))):
+        # every process checks at the same steps; one whose loss broke stops them all (not a hang in DDP). A gather,
+        # not reduce(…, "max"), which sums on accelerate < 1.14; the first step any process broke at is named.
+        steps = self.accelerator.gather(self._first_non_finite_step.reshape(1))
+        if not (broken := steps[steps > 0].tolist()):
             return
+        step = min(broken)
         last = last_complete_checkpoint(self.args.output_dir)
         raise FloatingPointError(
             f"The training loss was not finite at step {step} (epoch {self.state.epoch:.2f}); training stopped "

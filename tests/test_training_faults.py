@@ -74,3 +74,20 @@ def test_a_loss_that_breaks_after_the_last_log_of_an_epoch_is_not_saved_by_the_e
         trainer.train()
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-4"]  # kept, not rotated away
     assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "checkpoint-4" / "model.safetensors").values())
+
+
+def test_the_message_names_the_first_step_any_process_broke_at(tmp_path, monkeypatch):
+    """Two processes: this one's loss broke at step 6, the other's at step 5 (DDP then spreads the NaN to all). The
+    step named is 5, whatever `accelerator.reduce` does (accelerate < 1.14 sums for "max")."""
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--eval_strategy", "no",
+                 "--load_best_model_at_end", "0")  # fmt: skip
+    trainer = BalancedTrainer(model=tiny_model(), args=args)
+    trainer.state.epoch = 0.4
+    trainer._first_non_finite_step = torch.tensor(6)
+    monkeypatch.setattr(trainer.accelerator, "gather", lambda t: torch.cat([t.reshape(1), torch.tensor([5])]))
+    monkeypatch.setattr(trainer.accelerator, "reduce", lambda t, reduction: t + 5)  # old accelerate's "max"
+    with pytest.raises(FloatingPointError, match=r"not finite at step 5 \(epoch 0.40\)"):
+        trainer.raise_on_non_finite_loss()
+    trainer._first_non_finite_step = torch.tensor(0)  # this process's loss is fine: the other one's step counts
+    with pytest.raises(FloatingPointError, match=r"not finite at step 5 "):
+        trainer.raise_on_non_finite_loss()
