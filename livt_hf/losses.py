@@ -135,10 +135,20 @@ def model_prior(
     return mixed / mixed.sum()
 
 
+def prior_shift_bias(loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
+    """What `shift_logits` subtracts: the loss family's bias between the two priors."""
+    return (bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias)(from_prior, to_prior)
+
+
+def subtract_shift(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """logits − bias in float32 or wider: in bf16 (`--bf16_full_eval`) a shift of a few nats is off by ~0.01."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return z - bias.to(z.device, z.dtype)
+
+
 def shift_logits(logits: torch.Tensor, loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
     """Logits for `to_prior` from logits that answer for `from_prior`."""
-    bias = bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias
-    return logits - bias(from_prior, to_prior).to(logits.device, logits.dtype)
+    return subtract_shift(logits, prior_shift_bias(loss, from_prior, to_prior))
 
 
 def effective_number_weights(class_counts: Sequence[int], beta: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss, model_prior, resolve_test_prior, shift_logits
+from .losses import build_loss, model_prior, prior_shift_bias, resolve_test_prior, subtract_shift
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -115,6 +115,7 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.num_labels, bias=not config.cosine_head)
         self.loss_fn = build_loss(config.loss, config.class_counts, config.tau, config.test_prior, **config.loss_params())
+        self._prior_shifts: dict[tuple, torch.Tensor] = {}  # `shift_to_test_prior`'s, by config, prior and device
         self.post_init()
 
     def forward(
@@ -147,10 +148,16 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def shift_to_test_prior(self, logits: torch.Tensor, test_prior: Sequence[float]) -> torch.Tensor:
-        """Logits for another label distribution, from the raw logits of this model (see `livt_hf.prior_shift`)."""
+        """Logits for another label distribution, from the raw logits of this model (see `livt_hf.prior_shift`). The
+        shift is worked out once per prior and device (float64 priors on the CPU, copied over), not every batch."""
         c = self.config
-        trained_for = model_prior(c.loss, c.class_counts, c.tau, c.test_prior)
-        return shift_logits(logits, c.loss, trained_for, resolve_test_prior(c.num_labels, test_prior))
+        key = (c.loss, c.class_counts and tuple(c.class_counts), c.tau, c.test_prior and tuple(c.test_prior),
+               tuple(float(p) for p in test_prior), logits.device)  # fmt: skip
+        if key not in self._prior_shifts:
+            trained_for = model_prior(c.loss, c.class_counts, c.tau, c.test_prior)
+            bias = prior_shift_bias(c.loss, trained_for, resolve_test_prior(c.num_labels, test_prior))
+            self._prior_shifts[key] = bias.to(logits.device, torch.float32)
+        return subtract_shift(logits, self._prior_shifts[key])
 
     @classmethod
     def from_mae_pretrained(

@@ -109,3 +109,38 @@ def test_calibration_refuses_a_class_with_no_validation_image_instead_of_turning
     uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"classes \[2\] have no validation image.*Raise --validation_split"):
         PosteriorCalibration.fit(logits, labels, "bal_bce", uniform, prior)
+
+
+def tiny_classifier(**kwargs):
+    from livt_hf import LiVTConfig, LiVTForImageClassification
+
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, num_labels=4, class_counts=[600, 250, 100, 50],
+                        drop_path_rate=0.0, **kwargs)  # fmt: skip
+    return LiVTForImageClassification(config).eval()
+
+
+def test_the_shift_is_made_in_float32_when_the_model_runs_in_bf16():
+    model = tiny_classifier(loss="bal_bce", inference_test_prior=PI_B.tolist()).to(torch.bfloat16)  # --bf16_full_eval
+    x = torch.randn(3, 1, 28, 28)
+    raw = model(x, use_inference_test_prior=False).logits
+    shifted = model(x).logits
+    assert raw.dtype == torch.bfloat16 and shifted.dtype == torch.float32
+    exact = raw.double() - (torch.logit(torch.tensor(0.25, dtype=torch.float64)) - torch.logit(PI_B))  # uniform → π_b
+    torch.testing.assert_close(shifted.double(), exact, atol=1e-6, rtol=0)
+    assert shift_logits(raw, "bal_ce", PI_A, PI_B).dtype == torch.float32
+
+
+def test_the_model_computes_each_prior_shift_once_not_every_batch(monkeypatch):
+    import livt_hf.modeling_livt as modeling
+
+    computed = []
+    monkeypatch.setattr(modeling, "model_prior", lambda *args: computed.append(args) or model_prior(*args))
+    model = tiny_classifier(loss="bal_ce", inference_test_prior=PI_B.tolist())
+    x = torch.randn(2, 1, 28, 28)
+    first = model(x).logits
+    for _ in range(3):
+        assert torch.equal(model(x).logits, first)
+    model(x, test_prior=PI_A.tolist())
+    model(x, test_prior=PI_A.tolist())
+    assert len(computed) == 2  # once per prior shifted to
