@@ -175,7 +175,12 @@ def test_trainer_mixes_and_smooths_in_training_only(tmp_path):
     trainer.compute_loss(trainer.model, dict(inputs))
     targets = capture.targets[-1]
     assert targets.shape == (4, 4) and torch.allclose(targets.sum(1), torch.ones(4))
-    assert targets.min() >= 0.1 / 4 - 1e-6  # smoothed: every class keeps ε / C
+    # smoothed, (1 − ε)·t + ε / C, from mixup's t = λ·e_y + (1 − λ)·e_partner, the partner the batch reversed
+    mixed = (targets - 0.1 / 4) / 0.9
+    lam = mixed[0, 0].item()
+    assert 0 < lam < 1
+    eye = torch.eye(4)
+    assert torch.allclose(mixed, lam * eye + (1 - lam) * eye.flip(0), atol=1e-6)
     trainer.model.eval()
     trainer.compute_loss(trainer.model, dict(inputs))
     assert torch.equal(capture.targets[-1], inputs["labels"])  # evaluation: class ids, neither mixed nor smoothed
