@@ -144,3 +144,29 @@ def test_the_model_computes_each_prior_shift_once_not_every_batch(monkeypatch):
     model(x, test_prior=PI_A.tolist())
     model(x, test_prior=PI_A.tolist())
     assert len(computed) == 2  # once per prior shifted to
+
+
+def test_table_d2_columns_on_a_model_whose_posteriors_are_known():
+    """Three Gaussian classes and a ce model whose logits are the log posteriors under its train prior; test sets
+    resampled long-tailed like train (ρ' = 10), balanced, and reversed (0.1), from 3000 images per class."""
+    from livt_hf.prior_shift import PosteriorCalibration, evaluate_under_test_priors
+
+    means, pi_s, rng = np.array([-2.0, 0.0, 2.0]), np.array([0.7, 0.2, 0.1]), np.random.default_rng(5)
+
+    def sample(per_class):
+        labels = np.repeat(np.arange(3), per_class)
+        x = rng.normal(means[labels], 1.0)
+        return -0.5 * (x[:, None] - means) ** 2 + np.log(pi_s), labels
+
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    calibration = PosteriorCalibration.fit(*sample(2000), "ce", torch.tensor(pi_s), uniform)
+    long_tailed, balanced, reversed_ = evaluate_under_test_priors(*sample(3000), calibration, (10, 1, 0.1))
+    # ⌊3000 · 10^(−i/2)⌋ = 3000, 948, 300 images per class
+    assert [r["images"] for r in (long_tailed, balanced, reversed_)] == [4248, 9000, 4248]
+    for row in (long_tailed, balanced, reversed_):
+        assert row["estimate_l1_error"] < 0.03  # EM finds the resampled prior from unlabelled predictions …
+        assert row["estimated_prior"] == pytest.approx(row["true_prior"], abs=0.01)  # … and predicts as well with it
+    # the train prior (0.7, 0.2, 0.1) is about the long-tailed set's; predicting for the reversed set's pays
+    assert long_tailed["as_trained"] == pytest.approx(long_tailed["true_prior"], abs=0.01)
+    assert long_tailed["true_prior"] > long_tailed["uniform_prior"] + 0.03
+    assert reversed_["true_prior"] > reversed_["uniform_prior"] + 0.03 > reversed_["as_trained"] + 0.06
