@@ -112,10 +112,13 @@ def test_class_without_training_images_is_an_error():
 
 
 def test_resampled_test_sets_for_table_d2():
-    assert resampled_test_counts(1000, 10, 100) == exponential_counts(1000, 10, 100)  # like train
-    assert resampled_test_counts(1000, 10, 0.01) == exponential_counts(1000, 10, 100)[::-1]  # reversed
+    # ⌊1000 · 100^(−i/9)⌋, 100^(1/9) = 1.6681: 1000/1.6681 = 599.5, 1000/2.7826 = 359.4, …, 1000/59.948 = 16.7
+    long_tailed = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+    assert resampled_test_counts(1000, 10, 100) == long_tailed  # like train
+    assert resampled_test_counts(1000, 10, 0.01) == long_tailed[::-1]  # reversed
     assert resampled_test_counts(1000, 10, 1) == [1000] * 10
-    assert resampled_test_counts(1000, 10, 0.01)[:2] == [10, 16] and sum(resampled_test_counts(1000, 10, 10)) == 4084
+    # ρ' = 10: ⌊1000 · 10^(−i/9)⌋ = 1000, 774, 599, 464, 359, 278, 215, 166, 129, 100
+    assert sum(resampled_test_counts(1000, 10, 10)) == 4084
     with pytest.raises(ValueError, match="leaves a class empty"):
         resampled_test_counts(50, 10, 100)
     labels = np.repeat(np.arange(3), 5)

@@ -89,12 +89,16 @@ def test_save_and_reload_give_identical_logits(tiny_mae_dir, tmp_path):
 
 
 def test_forward_with_labels_uses_the_configured_loss(tiny_mae_dir):
-    model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, **HEAD)
+    from test_losses import hand_bal_bce
+
+    model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, tau=0.7, **HEAD).eval()
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     out = model(x, labels=y)
-    assert out.loss.item() == pytest.approx(model.loss_fn(out.logits, y).item())
-    soft = torch.full((4, 4), 0.25)
-    assert torch.isfinite(model(x, labels=soft).loss)
+    onehot = torch.nn.functional.one_hot(y, 4).float()
+    assert out.loss.item() == pytest.approx(hand_bal_bce(out.logits, onehot, COUNTS, 0.7, [0.25] * 4), rel=1e-6)
+    soft = torch.tensor([[0.6, 0.4, 0.0, 0.0], [0.0, 0.3, 0.7, 0.0], [0.25] * 4, [0.0, 0.0, 0.1, 0.9]])
+    assert model(x, labels=soft).loss.item() == pytest.approx(hand_bal_bce(out.logits, soft, COUNTS, 0.7, [0.25] * 4),
+                                                              rel=1e-6)  # fmt: skip
 
 
 @pytest.mark.parametrize(
