@@ -40,6 +40,7 @@ from .options import resolve_options
 LOSSES = ("ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal")
 SIGMOID_LOSSES = ("bce", "bal_bce", "nt_bce", "nt_bce_bal")
 PRIOR_AWARE_LOSSES = ("bal_ce", "la", "bal_bce", "nt_bce_bal")  # the losses τ applies to
+TEST_PRIOR_LOSSES = ("bal_ce", "bal_bce", "nt_bce_bal")  # the losses a given test prior applies to
 
 # Loss hyper-parameters, their defaults, and the losses that use each (a changed value elsewhere is an error).
 LOSS_DEFAULTS = {
@@ -288,6 +289,8 @@ def build_loss(
     bias = logit_bias(loss, class_counts, test_prior)
     if loss not in PRIOR_AWARE_LOSSES and tau != 1.0:
         raise ValueError(f"τ = {tau} has no effect on loss {loss!r}; τ applies to {PRIOR_AWARE_LOSSES}.")
+    if test_prior is not None and loss not in TEST_PRIOR_LOSSES:
+        raise ValueError(f"--test_prior has no effect on loss {loss!r}; it applies to {TEST_PRIOR_LOSSES}.")
     if loss in SIGMOID_LOSSES:
         return SigmoidLoss(bias, tau, p["negative_tolerance"])
     weighted = loss == "cb" or p["drw_epoch"] is not None
