@@ -114,3 +114,16 @@ def test_temperature_scaling_recovers_the_temperature_that_generated_the_labels(
     before = expected_calibration_error(probabilities_from_logits(logits, "ce"), labels)
     after = expected_calibration_error(probabilities_from_logits(logits, "ce", temperature=t), labels)
     assert after < before / 3
+
+
+def test_temperature_scaling_of_the_sigmoid_losses_uses_their_probabilities():
+    """The default loss (Bal-BCE) scores with renormalised sigmoids, σ(z_c / T) / Σ_k σ(z_k / T): labels drawn from
+    those at T = 2.5 give back T ≈ 2.5; softmax probabilities would not (the family matters)."""
+    from livt_hf.metrics.calibration import fit_temperature
+
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(4000, 5)) * 4 - 2
+    sigmoids = 1 / (1 + np.exp(-logits / 2.5))
+    labels = np.array([rng.choice(5, p=p / p.sum()) for p in sigmoids])
+    assert fit_temperature(logits, labels, "bal_bce") == pytest.approx(2.5, rel=0.1)
+    assert fit_temperature(logits, labels, "ce") != pytest.approx(2.5, rel=0.2)

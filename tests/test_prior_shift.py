@@ -1,5 +1,7 @@
 """Prior shift is exact on posteriors built from known likelihoods; EM recovers a test prior it was not told."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,30 @@ def test_table_d2_columns_on_a_model_whose_posteriors_are_known():
     assert long_tailed["as_trained"] == pytest.approx(long_tailed["true_prior"], abs=0.01)
     assert long_tailed["true_prior"] > long_tailed["uniform_prior"] + 0.03
     assert reversed_["true_prior"] > reversed_["uniform_prior"] + 0.03 > reversed_["as_trained"] + 0.06
+
+
+def test_model_prior_of_the_sigmoid_losses_with_tau():
+    """Bal-BCE trains σ(z + τ·B) towards the train-prior posterior, B = logit π_s − logit π_t, so its raw logits z
+    answer for logit π_m = (1 − τ)·logit π_s + τ·logit π_t."""
+    counts, tau = [600, 250, 100, 50], 0.6
+    logit = [(1 - tau) * math.log(s / (1 - s)) + tau * math.log(t / (1 - t))
+             for s, t in zip([0.6, 0.25, 0.1, 0.05], PI_B.tolist())]  # fmt: skip
+    expected = torch.tensor([1 / (1 + math.exp(-v)) for v in logit], dtype=torch.float64)
+    for loss in ("bal_bce", "nt_bce_bal"):
+        torch.testing.assert_close(model_prior(loss, counts, tau, PI_B.tolist()), expected)
+    # a sigmoid model's π_m need not sum to 1: it is one binary prior per class
+    assert model_prior("bal_bce", counts, tau, PI_B.tolist()).sum() != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("loss, trained_for", [("ce", [0.6, 0.25, 0.1, 0.05]), ("bal_ce", [0.25] * 4)])
+def test_softmax_models_shift_their_logits_by_bayes_rule(loss, trained_for):
+    """softmax(z') ∝ softmax(z) · π_new / π_m: z' = z − (log π_m − log π_new), π_m the train prior for ce and the
+    (uniform) test prior for bal_ce."""
+    model = tiny_classifier(loss=loss, inference_test_prior=PI_B.tolist())
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    x = torch.randn(3, 1, 28, 28)
+    raw, shifted = model(x, use_inference_test_prior=False).logits, model(x).logits
+    expected = raw - (torch.tensor(trained_for).log() - PI_B.float().log())
+    torch.testing.assert_close(shifted, expected, atol=1e-6, rtol=0)
+    bayes = torch.softmax(raw, -1) * PI_B / torch.tensor(trained_for)
+    torch.testing.assert_close(torch.softmax(shifted, -1), (bayes / bayes.sum(-1, keepdim=True)).float())
