@@ -126,3 +126,22 @@ def test_resampled_test_sets_for_table_d2():
     assert np.bincount(labels[index]).tolist() == [5, 2, 1] and index == resample_indices(labels, [5, 2, 1], seed=1)
     with pytest.raises(ValueError, match="has 5 images, 6 were asked for"):
         resample_indices(labels, [6, 1, 1])
+
+
+def test_lt_split_json_rebuilds_the_same_splits_from_the_source(fashion_mnist, tmp_path):
+    from livt_hf.data.long_tail import LongTailSplit
+
+    splits, info = build_long_tail_splits(fashion_mnist, imbalance_ratio=10, max_per_class=30, max_test_samples=40,
+                                          seed=5)  # fmt: skip
+    info.save(tmp_path / "lt_split.json")
+    saved = LongTailSplit.load(tmp_path / "lt_split.json")
+    assert saved == info
+    for name, source, indices, counts in (
+        ("train", "train", saved.train_indices, saved.train_counts),
+        ("validation", "train", saved.validation_indices, saved.validation_counts),
+        ("test", "test", saved.test_indices, saved.test_counts),
+    ):
+        rebuilt = fashion_mnist[source].select(indices)
+        assert rebuilt["label"] == splits[name]["label"], name
+        assert [np.asarray(a).tobytes() for a in rebuilt["image"]] == [np.asarray(b).tobytes() for b in splits[name]["image"]]
+        assert np.bincount(rebuilt["label"], minlength=10).tolist() == counts, name

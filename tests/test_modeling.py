@@ -121,3 +121,31 @@ def test_cosine_head_gives_cosine_logits_and_ldam_requires_it():
         LiVTConfig(loss="ldam", **base)
     with pytest.raises(Exception, match="focal_gamma = 3.0 has no effect"):
         LiVTConfig(loss="bal_bce", focal_gamma=3.0, **base)
+
+
+def test_gradient_checkpointing_recomputes_every_layer_and_keeps_the_gradients():
+    """`--gradient_checkpointing`: each layer runs again in the backward pass, drop path drawing the same rows (the
+    checkpoint restores the RNG), so the gradients are those of the plain run."""
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, drop_path_rate=0.3, **HEAD)  # fmt: skip
+    model = LiVTForImageClassification(config).train()
+    layer_runs = []  # seen from each layer's attention: the layer's own forward stays what transformers wraps
+    for layer in model.vit.layers:
+        layer.attention.register_forward_hook(lambda module, args, output: layer_runs.append(module))
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 1, 2, 3] * 2)
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(0)
+        model(x, labels=y).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    assert len(layer_runs) == 3
+    # what Trainer's --gradient_checkpointing calls (older transformers: gradient_checkpointing_enable)
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    layer_runs.clear()
+    checkpointed = gradients()
+    assert len(layer_runs) == 6  # three forwards, three recomputed in backward
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -184,3 +185,30 @@ def test_fsdp_v1_shards_get_the_groups_of_the_parameters_they_come_from(tmp_path
     trainer.optimizer = None
     with pytest.raises(ValueError, match=r"_flat_param is not one of the model's own.*--fsdp_config '\{\"version\": 2\}'"):
         trainer.create_optimizer(sharded)
+
+
+def test_bf16_trains_and_evaluates_on_the_cpu(tmp_path):
+    """--bf16 without a GPU: the forward runs in bf16 autocast, the loss and the weights stay float32 and finite."""
+    torch.manual_seed(0)
+    model = tiny_model(inference_test_prior=[0.4, 0.3, 0.2, 0.1])
+    head_outputs, losses = [], []
+    model.head.register_forward_hook(lambda module, args, output: head_outputs.append(output.dtype))
+
+    def loss_fn(logits, labels):
+        losses.append(loss := model.loss_fn(logits, labels))
+        return loss
+
+    data = Dataset.from_dict({"pixel_values": torch.randn(16, 1, 28, 28).tolist(), "labels": [0, 1, 2, 3] * 4})
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--bf16", "--per_device_train_batch_size", "4",
+                 "--max_steps", "4", "--learning_rate", "1e-2", "--save_strategy", "no", "--eval_strategy", "no",
+                 "--load_best_model_at_end", "0")  # fmt: skip
+    trainer = BalancedTrainer(model=model, args=args, train_dataset=data.with_format("torch"), loss_fn=loss_fn,
+                              compute_metrics=long_tail_compute_metrics(COUNTS, 30, 10))  # fmt: skip
+    start = model.head.weight.detach().clone()
+    trainer.train()
+    assert head_outputs == [torch.bfloat16] * 4  # the option acts: the head's matmul runs in bf16
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert not torch.equal(model.head.weight, start)
+    metrics = trainer.evaluate(data.with_format("torch"))
+    assert np.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_accuracy"] <= 1
