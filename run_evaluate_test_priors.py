@@ -46,7 +46,8 @@ def predict(model, dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor
     logits, labels = [], []
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=lambda b: b):
         pixels = torch.stack([item["pixel_values"] for item in batch]).to(device)
-        logits.append(model(pixels, use_inference_test_prior=False).logits.float().cpu())  # raw: main applies the shifts
+        # the raw logits: main() applies every shift to them
+        logits.append(model(pixels, use_inference_test_prior=False).logits.float().cpu())
         labels.append(torch.tensor([item["labels"] for item in batch]))
     return torch.cat(logits), torch.cat(labels)
 

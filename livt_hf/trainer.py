@@ -81,9 +81,9 @@ class LiVTTrainer(Trainer):
     parameters. The optimizer class and its kwargs (`--optim`, betas, eps) still come from `TrainingArguments`.
 
     Each process draws its own random numbers (`SeedPerProcess`). A non-finite loss stops the run
-    (`NonFiniteLossGuard`) and checkpoints are marked complete once written (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from. With
-    `device_images` (`--augment_on_device`) the training loader yields image indices, which become augmented images
-    on the device in the training step.
+    (`NonFiniteLossGuard`) and checkpoints are marked complete once written (`CheckpointCompletion`), so the last
+    complete checkpoint is always a good one to resume from. With `device_images` (`--augment_on_device`) the
+    training loader yields image indices, which become augmented images on the device in the training step.
     """
 
     # Our losses are per-batch means: Trainer must divide them by the accumulation steps.

@@ -83,8 +83,10 @@ def test_finetuning_reports_long_tail_accuracy_above_chance(runs):
     assert config["tau"] == 1.1 and config["drop_path_rate"] == 0.05  # the recipe's options took effect
     assert config["test_prior"] == [0.1] * 10 and config["inference_test_prior"][9] == 0.15
     # evaluated on the logits the loss trained for, not shifted to the saved model's inference prior; and said so
-    assert results["prior"] == {"predictions_for": f"the test prior {[0.1] * 10}, mixed with the train prior by τ = 1.1",
-                                "inference_test_prior": [0.05] * 5 + [0.15] * 5}  # fmt: skip
+    assert results["prior"] == {
+        "predictions_for": f"the test prior {[0.1] * 10}, mixed with the train prior by τ = 1.1",
+        "inference_test_prior": [0.05] * 5 + [0.15] * 5,
+    }
     assert "Predictions: the raw logits, which answer for the test prior [0.1, " in finetune.stdout
     assert results["thresholds"] == {"many": 30, "few": 12}
     # counts 100 77 59 46 35 27 21 16 12 10: many = count > 30, few = count < 12

@@ -205,7 +205,7 @@ def hand_soft_loss(name, logits, targets, counts, negative_tolerance=1.0):
     for row, y in zip(logits.tolist(), targets.tolist()):
         z = [v + b for v, b in zip(row, bias.get(name, [0.0] * c))]
         if name in ("bce", "bal_bce", "nt_bce", "nt_bce_bal"):
-            total -= sum(t * math.log(sigmoid(v)) + (1 - t) * math.log(1 - sigmoid(lam * v)) / lam for v, t in zip(z, y))
+            total -= sum(t * math.log(sigmoid(v)) + (1 - t) / lam * math.log(sigmoid(-lam * v)) for v, t in zip(z, y))
             continue
         if name == "ldam":
             z = [30.0 * (v - t * m) for v, t, m in zip(z, y, margins)]

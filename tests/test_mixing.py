@@ -214,7 +214,8 @@ def meta_dirichlet():
     [("none", {}), ("mixup_cutmix", {"mix_switch_prob": 0.0}), ("mixup_cutmix", {"mix_switch_prob": 1.0}),
      ("remix", {}), ("unimix", {})],
 )  # fmt: skip
-def test_the_training_batch_is_made_without_reading_a_device_value_on_the_host(tmp_path, meta_dirichlet, method, params):
+def test_the_training_batch_is_built_without_reading_a_device_value_on_the_host(tmp_path, meta_dirichlet, method,
+                                                                               params):
     """Meta tensors have shapes but no values, so any host read of one (`.item()`, a Python branch on a value, an
     argument check, masked indexing) raises: each would stall a GPU every training step. Indices of device images
     become augmented pixels, are mixed and smoothed, as `BalancedTrainer.training_inputs` does in every step."""
