@@ -46,7 +46,8 @@ def predict(model, dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor
     logits, labels = [], []
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=lambda b: b):
         pixels = torch.stack([item["pixel_values"] for item in batch]).to(device)
-        logits.append(model(pixels).logits.float().cpu())
+        # the raw logits: main() applies every shift to them
+        logits.append(model(pixels, use_inference_test_prior=False).logits.float().cpu())
         labels.append(torch.tensor([item["labels"] for item in batch]))
     return torch.cat(logits), torch.cat(labels)
 
@@ -55,7 +56,6 @@ def main():
     eval_args, data_args = parse_args(EvaluationArguments, DataArguments)
     model = LiVTForImageClassification.from_pretrained(eval_args.model_dir)
     config = model.config
-    config.inference_test_prior = None  # raw logits: every shift is applied from them below
     splits, split_info = prepare_splits(data_args)
     if split_info.class_names != [config.id2label[i] for i in range(config.num_labels)]:
         raise ValueError(

@@ -40,6 +40,7 @@ from livt_hf.metrics import (
 from livt_hf.modeling_livt import LiVTForImageClassification
 from livt_hf.modelcard import finetune_model_card
 from livt_hf.plots import plot_finetune_results
+from livt_hf.prior_shift import predicted_prior
 from livt_hf.runs import (
     fit_epochs_to_min_steps,
     infer_num_channels,
@@ -137,6 +138,9 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         data_args.many_threshold,
         data_args.few_threshold,
     )
+    # the trainer evaluates the raw logits (never config.inference_test_prior's shift): the report says so
+    report["prior"] = {"predictions_for": predicted_prior(config.loss, config.tau, config.test_prior),
+                       "inference_test_prior": config.inference_test_prior}  # fmt: skip
     # post-hoc temperature scaling, fitted on validation; the test split only reports its effect
     temperature = fit_temperature(validation.predictions, validation.label_ids, config.loss)
     report["temperature"] = temperature

@@ -14,7 +14,7 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, parse_args
 from livt_hf.data import attach_transforms, device_train_data, image_processor, prepare_splits
 from livt_hf.modelcard import pretrain_model_card
-from livt_hf.plots import plot_pretrain_results
+from livt_hf.plots import plot_pretrain_results, sample_reconstructions
 from livt_hf.runs import (
     fit_epochs_to_min_steps,
     infer_num_channels,
@@ -54,12 +54,14 @@ def main():
     trainer.save_model()
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
+    # on every process: under FSDP the reconstructions' forward gathers the weights from all of them
+    reconstructions = sample_reconstructions(trainer.model, splits["validation"], seed=training_args.seed)
     if trainer.is_world_process_zero():
         out = Path(training_args.output_dir)
         split_info.save(out / "lt_split.json")
         record = run_record(model_args, data_args, training_args)
-        plots = plot_pretrain_results(out / "plots", trainer.model, splits["validation"], processor,
-                                      trainer.state.log_history, seed=training_args.seed)  # fmt: skip
+        plots = plot_pretrain_results(out / "plots", reconstructions, processor, trainer.state.log_history,
+                                      seed=training_args.seed)  # fmt: skip
         trainer.model_card = pretrain_model_card(out, split_info, record, metrics["eval_loss"], plots)
         trainer.create_model_card()  # README.md; push_to_hub below uploads this card, not Trainer's
         save_run_config(out, record)

@@ -29,6 +29,7 @@ tokens, then the decoder (width D', MLP M') runs on P + 1 tokens after a 2·V·D
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -325,13 +326,18 @@ def main() -> None:
         if pipeline != "synthetic":
             folder = write_jpeg_folder(Path(opts.data_root), geo.image_size, geo.channels, opts.num_images)
         try:
-            results.append(run_case(pipeline, stage, geo, folder, opts))
+            result = run_case(pipeline, stage, geo, folder, opts)
         except torch.OutOfMemoryError:
             if opts.checkpointing:
                 raise
-            torch.cuda.empty_cache()  # does not fit: retry with activation checkpointing, and say so in the table
-            results.append(run_case(pipeline, stage, geo, folder, argparse.Namespace(**vars(opts) | {"checkpointing": True})))
-        print(json.dumps(results[-1]), flush=True)
+            result = None
+        if result is None:  # does not fit: retry with activation checkpointing, and say so in the table
+            # out of the `except` block, whose traceback held the failed attempt's trainer and activations
+            gc.collect()
+            torch.cuda.empty_cache()
+            result = run_case(pipeline, stage, geo, folder, argparse.Namespace(**vars(opts) | {"checkpointing": True}))
+        results.append(result)
+        print(json.dumps(result), flush=True)
     peak = matmul_peak_tflops() if cuda else None
     device = torch.cuda.get_device_name() if cuda else "CPU"
     print(f"\n{device}, torch {torch.__version__}, bf16 matmul peak measured: {peak and f'{peak:.0f} TFLOP/s'}\n")

@@ -210,6 +210,11 @@ class PretrainModelArguments:
     norm_pix_loss: bool = field(default=True, metadata={"help": "Reconstruct per-patch normalised pixels."})
 
     def __post_init__(self):
+        if self.num_channels not in (None, 1, 3):
+            raise ValueError(
+                f"--num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}; leave it out to choose "
+                "from the training images."
+            )
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"--mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         if self.image_size % self.patch_size:
@@ -257,20 +262,22 @@ class FinetuneModelArguments:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown --loss {self.loss!r}; choose one of {LOSSES}.")
-        # the config's own checks (τ ≥ 0, drop path in [0, 1), LDAM's cosine head, no option the loss does not use)
-        # on two stand-in classes, before any data is loaded
-        try:
-            LiVTConfig(loss=self.loss, tau=self.tau, drop_path_rate=self.drop_path_rate, cosine_head=self.cosine_head,
-                       head_init_std=self.head_init_std, head_bias_init=self.head_bias_init, num_labels=2,
-                       class_counts=[1, 1], **{name: getattr(self, name) for name in LOSS_DEFAULTS})
-        except Exception as err:  # the strict dataclass wraps the ValueError that names the option
-            raise ValueError(str(err.__cause__ or err)) from None
         for flag, prior in (("--test_prior", self.test_prior), ("--inference_test_prior", self.inference_test_prior)):
             if prior is not None:
                 try:
                     resolve_test_prior(len(prior), prior)
                 except ValueError as err:
                     raise ValueError(f"{flag}: {err}") from None
+        # the config's own checks (τ ≥ 0, drop path in [0, 1), LDAM's cosine head, no option the loss does not use,
+        # --test_prior included) on stand-in classes, one per --test_prior entry, before any data is loaded
+        classes = len(self.test_prior) if self.test_prior is not None else 2
+        try:
+            LiVTConfig(loss=self.loss, tau=self.tau, drop_path_rate=self.drop_path_rate, cosine_head=self.cosine_head,
+                       head_init_std=self.head_init_std, head_bias_init=self.head_bias_init, num_labels=classes,
+                       class_counts=[1] * classes, test_prior=self.test_prior,
+                       **{name: getattr(self, name) for name in LOSS_DEFAULTS})  # fmt: skip
+        except Exception as err:  # the strict dataclass wraps the ValueError that names the option
+            raise ValueError(str(err.__cause__ or err)) from None
         check_layer_decay(self.layer_decay)
 
 

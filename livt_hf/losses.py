@@ -40,6 +40,7 @@ from .options import resolve_options
 LOSSES = ("ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal")
 SIGMOID_LOSSES = ("bce", "bal_bce", "nt_bce", "nt_bce_bal")
 PRIOR_AWARE_LOSSES = ("bal_ce", "la", "bal_bce", "nt_bce_bal")  # the losses τ applies to
+TEST_PRIOR_LOSSES = ("bal_ce", "bal_bce", "nt_bce_bal")  # the losses a given test prior applies to
 
 # Loss hyper-parameters, their defaults, and the losses that use each (a changed value elsewhere is an error).
 LOSS_DEFAULTS = {
@@ -151,10 +152,20 @@ def model_prior(
     return mixed / mixed.sum()
 
 
+def prior_shift_bias(loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
+    """What `shift_logits` subtracts: the loss family's bias between the two priors."""
+    return (bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias)(from_prior, to_prior)
+
+
+def subtract_shift(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """logits − bias in float32 or wider: in bf16 (`--bf16_full_eval`) a shift of a few nats is off by ~0.01."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return z - bias.to(z.device, z.dtype)
+
+
 def shift_logits(logits: torch.Tensor, loss: str, from_prior: torch.Tensor, to_prior: torch.Tensor) -> torch.Tensor:
     """Logits for `to_prior` from logits that answer for `from_prior`."""
-    bias = bal_bce_bias if loss in SIGMOID_LOSSES else bal_ce_bias
-    return logits - bias(from_prior, to_prior).to(logits.device, logits.dtype)
+    return subtract_shift(logits, prior_shift_bias(loss, from_prior, to_prior))
 
 
 def effective_number_weights(class_counts: Sequence[int], beta: float) -> torch.Tensor:
@@ -294,6 +305,8 @@ def build_loss(
     bias = logit_bias(loss, class_counts, test_prior)
     if loss not in PRIOR_AWARE_LOSSES and tau != 1.0:
         raise ValueError(f"τ = {tau} has no effect on loss {loss!r}; τ applies to {PRIOR_AWARE_LOSSES}.")
+    if test_prior is not None and loss not in TEST_PRIOR_LOSSES:
+        raise ValueError(f"--test_prior has no effect on loss {loss!r}; it applies to {TEST_PRIOR_LOSSES}.")
     if loss in SIGMOID_LOSSES:
         return SigmoidLoss(bias, tau, p["negative_tolerance"])
     weighted = loss == "cb" or p["drw_epoch"] is not None

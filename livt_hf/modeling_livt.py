@@ -24,7 +24,14 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from .configuration_livt import ENCODER_FIELDS, ENCODER_GEOMETRY, LiVTConfig
-from .losses import build_loss, model_prior, prior_head_bias, resolve_test_prior, shift_logits
+from .losses import (
+    build_loss,
+    model_prior,
+    prior_head_bias,
+    prior_shift_bias,
+    resolve_test_prior,
+    subtract_shift,
+)
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -118,6 +125,7 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.num_labels, bias=not config.cosine_head)
         self.loss_fn = build_loss(config.loss, config.class_counts, config.tau, config.test_prior, **config.loss_params())
+        self._prior_shifts: dict[tuple, torch.Tensor] = {}  # `shift_to_test_prior`'s, by config, prior and device
         self.post_init()
 
     def forward(
@@ -127,10 +135,13 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         output_hidden_states: bool | None = None,
         test_prior: Sequence[float] | None = None,
+        use_inference_test_prior: bool = True,
     ) -> ImageClassifierOutput:
         r"""
         test_prior: the label distribution to predict for (default: `config.inference_test_prior` outside
             training); the returned logits are shifted to it, the loss is computed on the unshifted ones.
+        use_inference_test_prior: False leaves out the default shift to `config.inference_test_prior`: the logits
+            then answer for the prior the loss was trained for (evaluation during training needs those).
         """
         outputs = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states)
         pooled = self.fc_norm(outputs.last_hidden_state[:, 1:].mean(dim=1))
@@ -140,17 +151,23 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         else:
             logits = self.head(pooled)
         loss = self.loss_fn(logits, labels) if labels is not None else None
-        if test_prior is None and not self.training:
+        if test_prior is None and not self.training and use_inference_test_prior:
             test_prior = self.config.inference_test_prior
         if test_prior is not None:
             logits = self.shift_to_test_prior(logits, test_prior)
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def shift_to_test_prior(self, logits: torch.Tensor, test_prior: Sequence[float]) -> torch.Tensor:
-        """Logits for another label distribution, from the raw logits of this model (see `livt_hf.prior_shift`)."""
+        """Logits for another label distribution, from the raw logits of this model (see `livt_hf.prior_shift`). The
+        shift is worked out once per prior and device (float64 priors on the CPU, copied over), not every batch."""
         c = self.config
-        trained_for = model_prior(c.loss, c.class_counts, c.tau, c.test_prior)
-        return shift_logits(logits, c.loss, trained_for, resolve_test_prior(c.num_labels, test_prior))
+        key = (c.loss, c.class_counts and tuple(c.class_counts), c.tau, c.test_prior and tuple(c.test_prior),
+               tuple(float(p) for p in test_prior), logits.device)  # fmt: skip
+        if key not in self._prior_shifts:
+            trained_for = model_prior(c.loss, c.class_counts, c.tau, c.test_prior)
+            bias = prior_shift_bias(c.loss, trained_for, resolve_test_prior(c.num_labels, test_prior))
+            self._prior_shifts[key] = bias.to(logits.device, torch.float32)
+        return subtract_shift(logits, self._prior_shifts[key])
 
     @classmethod
     def from_mae_pretrained(

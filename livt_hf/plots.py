@@ -38,6 +38,7 @@ __all__ = [
     "plot_reliability",
     "plot_training_curves",
     "reliability_figure",
+    "sample_reconstructions",
     "training_curves",
     "training_curves_figure",
     "unnormalize_patch_predictions",
@@ -254,20 +255,16 @@ def _to_display(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 
 def mae_reconstruction_figure(
-    model: ViTMAEForPreTraining,
-    pixel_values: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    seed: int = 0,
+    panels: dict[str, torch.Tensor], mean: Sequence[float], std: Sequence[float], seed: int = 0
 ) -> Figure:
-    """One row per image, columns masked / reconstruction / reconstruction + visible / original (LiVT Fig. 8), the
-    normalisation undone with the processor's `mean` and `std` (grayscale or RGB)."""
-    if not len(mean) == len(std) == pixel_values.shape[1]:
-        channels = pixel_values.shape[1]
+    """One row per image of `mae_reconstruction_panels` (drawn with `seed`), columns masked / reconstruction /
+    reconstruction + visible / original (LiVT Fig. 8), the normalisation undone with the processor's `mean` and
+    `std` (grayscale or RGB)."""
+    channels = panels["original"].shape[1]
+    if not len(mean) == len(std) == channels:
         raise ValueError(f"Need one mean and std per channel ({channels}); got {len(mean)} and {len(std)}.")
-    panels = mae_reconstruction_panels(model, pixel_values, seed)
     columns = [_to_display(panels[key], mean, std) for key in ("masked", "reconstruction", "pasted", "original")]
-    rows = len(pixel_values)
+    rows = len(panels["original"])
     fig = Figure(figsize=(2 * len(columns), 2 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, len(columns), squeeze=False)
     for col, (title, images) in enumerate(zip(MAE_COLUMNS, columns)):
@@ -275,13 +272,13 @@ def mae_reconstruction_figure(
         for row in range(rows):
             axes[row, col].imshow(images[row], cmap="gray", vmin=0, vmax=1)  # cmap is ignored for RGB
             axes[row, col].set_axis_off()
-    fig.suptitle(f"MAE reconstructions, {100 * model.config.mask_ratio:.0f}% of patches masked (seed {seed})")
+    masked = 100 * panels["mask"].float().mean().item()  # patches tile the image: the share of hidden pixels
+    fig.suptitle(f"MAE reconstructions, {masked:.0f}% of patches masked (seed {seed})")
     return fig
 
 
 def plot_mae_reconstructions(
-    model: ViTMAEForPreTraining,
-    pixel_values: torch.Tensor,
+    panels: dict[str, torch.Tensor],
     path: str | Path,
     mean: Sequence[float],
     std: Sequence[float],
@@ -289,7 +286,7 @@ def plot_mae_reconstructions(
     dpi: int = DPI,
 ) -> Path:
     """`mae_reconstruction_figure` as a PNG."""
-    return _save(mae_reconstruction_figure(model, pixel_values, mean, std, seed), path, dpi)
+    return _save(mae_reconstruction_figure(panels, mean, std, seed), path, dpi)
 
 
 # --- training curves -----------------------------------------------------------------------------------------------
@@ -387,25 +384,34 @@ def plot_finetune_results(
     }
 
 
+def sample_reconstructions(
+    model: ViTMAEForPreTraining, images: Sequence[dict], seed: int = 0, num_images: int = 4
+) -> dict[str, torch.Tensor]:
+    """`mae_reconstruction_panels` of `num_images` evenly spaced rows of `images` (rows with `pixel_values`, e.g. the
+    class-ordered validation split with its eval transform: several classes), on the CPU.
+
+    It runs the model: in a distributed run every process must call it, since an FSDP model's forward gathers its
+    weights from all of them (process 0 alone would wait for processes that have finished)."""
+    rows = np.linspace(0, len(images) - 1, min(num_images, len(images))).round().astype(int)
+    pixel_values = torch.stack([images[int(i)]["pixel_values"] for i in rows])
+    panels = mae_reconstruction_panels(model, pixel_values.to(model.device), seed)
+    return {key: value.detach().cpu() for key, value in panels.items()}
+
+
 def plot_pretrain_results(
     folder: str | Path,
-    model: ViTMAEForPreTraining,
-    images: Sequence[dict],
+    reconstructions: dict[str, torch.Tensor],
     processor: BaseImageProcessor,
     log_history: Sequence[dict],
     seed: int = 0,
-    num_images: int = 4,
 ) -> dict[str, Path]:
-    """The MGP card's plots: reconstructions of `num_images` evenly spaced rows of `images` (rows with `pixel_values`,
-    e.g. the class-ordered validation split with its eval transform: several classes) and the training curves."""
+    """The MGP card's plots: the reconstructions (`sample_reconstructions`, drawn with `seed`) and the training
+    curves."""
     folder = Path(folder)
-    rows = np.linspace(0, len(images) - 1, min(num_images, len(images))).round().astype(int)
-    pixel_values = torch.stack([images[int(i)]["pixel_values"] for i in rows])
-    reconstructions = plot_mae_reconstructions(
-        model, pixel_values.to(model.device), folder / "reconstructions.png", processor.image_mean,
-        processor.image_std, seed,
-    )  # fmt: skip
+    path = folder / "reconstructions.png"
     return {
-        "Reconstructions of validation images": reconstructions,
+        "Reconstructions of validation images": plot_mae_reconstructions(
+            reconstructions, path, processor.image_mean, processor.image_std, seed
+        ),
         "Training curves": plot_training_curves(log_history, folder / "training_curves.png"),
     }

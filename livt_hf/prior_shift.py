@@ -24,8 +24,17 @@ import numpy as np
 import torch
 
 from .data.long_tail import resample_indices, resampled_test_counts
-from .losses import resolve_test_prior, shift_logits
+from .losses import PRIOR_AWARE_LOSSES, resolve_test_prior, shift_logits
 from .metrics.calibration import class_probabilities, fit_logit_scaling
+
+
+def predicted_prior(loss: str, tau: float = 1.0, trained_test_prior: Sequence[float] | None = None) -> str:
+    """The label distribution a model's raw logits predict for, in words, for reports (`model_prior` in numbers)."""
+    if loss not in PRIOR_AWARE_LOSSES or tau == 0:
+        return "the train prior"
+    uniform = trained_test_prior is None or loss == "la"
+    target = "a uniform test prior" if uniform else f"the test prior {list(trained_test_prior)}"
+    return target if tau == 1 else f"{target}, mixed with the train prior by τ = {tau:g}"
 
 
 def estimate_test_prior(
@@ -63,6 +72,16 @@ class PosteriorCalibration:
         cls, logits: np.ndarray, labels: np.ndarray, loss: str, trained_for: torch.Tensor,
         validation_prior: torch.Tensor,
     ) -> PosteriorCalibration:  # fmt: skip
+        """Fit T and b on validation logits and labels; every class needs a validation image (else T, b and EM's
+        estimate would all be NaN: log π_val = −∞)."""
+        counts = np.bincount(np.asarray(labels), minlength=len(validation_prior))
+        if missing := np.flatnonzero((counts == 0) | (validation_prior.numpy() <= 0)).tolist():
+            raise ValueError(
+                f"Calibrating EM's posteriors needs every class in the validation split; classes {missing} have no "
+                "validation image (the stratified carve of --long_tail_profile none keeps a class's last image for "
+                "training). Raise --validation_split, or give a validation split with every class (--validation_dir "
+                "or --validation_list)."
+            )
         unfitted = cls(loss, trained_for, validation_prior, 1.0, torch.zeros(len(validation_prior)))
         temperature, biases = fit_logit_scaling(unfitted.to_validation_prior(logits), labels, "ce", class_biases=True)
         return cls(loss, trained_for, validation_prior, temperature, biases)

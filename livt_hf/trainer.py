@@ -13,7 +13,7 @@ from accelerate import PartialState
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers import EvalPrediction, Trainer, TrainerCallback, enable_full_determinism, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data.device_images import DeviceImages
@@ -34,14 +34,44 @@ class CheckpointCompletion(TrainerCallback):
             Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", COMPLETE_MARKER).touch()
 
 
+class SeedPerProcess(TrainerCallback):
+    """In a distributed run, seeds each process with `seed + process index` while it trains, as MAE and LiVT do:
+    Trainer seeds every process alike, so the draws from the global RNGs (mixing factors and CutMix boxes, the
+    batched augmentation, MAE's masks, dropout) would repeat across processes at the same batch position.
+
+    Training begins after the train loader is built, whose seedable sampler (accelerate's, for Trainer's shuffle)
+    must take the shared seed, and before a resumed run restores each process's saved RNG state, so resuming stays
+    exact; the shared seed is set back when training ends, for the loader of a later `train()`."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._seed(args, args.seed + args.process_index)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._seed(args, args.seed)
+
+    @staticmethod
+    def _seed(args, seed: int) -> None:
+        if args.world_size > 1:
+            enable_full_determinism(seed) if args.full_determinism else set_seed(seed)
+
+
 class NonFiniteLossGuard(TrainerCallback):
     """Stops training at the first step that logs, evaluates or saves after a non-finite loss, before any checkpoint
-    of the broken weights is written. The loss is checked on the device every step and read only at those steps."""
+    of the broken weights is written. The loss is checked on the device every step and read only at those steps.
+
+    Trainer sets those flags at a step's end and again at an epoch's end (the per-epoch strategies), and acts on
+    them after each: both are checked."""
 
     def __init__(self, trainer: LiVTTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def _check(self, control) -> None:
         if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
             self.trainer.raise_on_non_finite_loss()
 
@@ -50,10 +80,10 @@ class LiVTTrainer(Trainer):
     """`Trainer` whose optimizer uses `param_groups`: layer-wise LR decay, no decay on 1-D / token / position
     parameters. The optimizer class and its kwargs (`--optim`, betas, eps) still come from `TrainingArguments`.
 
-    A non-finite loss stops the run (`NonFiniteLossGuard`) and checkpoints are marked complete once written
-    (`CheckpointCompletion`), so the last complete checkpoint is always a good one to resume from. With
-    `device_images` (`--augment_on_device`) the training loader yields image indices, which become augmented images
-    on the device in the training step.
+    Each process draws its own random numbers (`SeedPerProcess`). A non-finite loss stops the run
+    (`NonFiniteLossGuard`) and checkpoints are marked complete once written (`CheckpointCompletion`), so the last
+    complete checkpoint is always a good one to resume from. With `device_images` (`--augment_on_device`) the
+    training loader yields image indices, which become augmented images on the device in the training step.
     """
 
     # Our losses are per-batch means: Trainer must divide them by the accumulation steps.
@@ -64,9 +94,12 @@ class LiVTTrainer(Trainer):
         self.model_card: ModelCard | None = None
         self._first_non_finite_step: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
+        # the parameters' shapes before any wrapping: FSDP version 1 flattens them before the optimizer is built
+        self._built_ndims = {name: param.ndim for name, param in self.model.named_parameters()}
         # transformers < 5.23 has no `loss_is_scaled_for_ga` and reads this instead (ViTMAE accepts **kwargs but
         # returns a batch mean, which would otherwise come out multiplied by the accumulation steps)
         self.model_accepts_loss_kwargs = False
+        self.add_callback(SeedPerProcess())
         self.add_callback(NonFiniteLossGuard(self))
         self.add_callback(CheckpointCompletion())
 
@@ -91,9 +124,12 @@ class LiVTTrainer(Trainer):
     def raise_on_non_finite_loss(self) -> None:
         if self._first_non_finite_step is None:
             return
-        # every process checks at the same steps; one whose loss broke stops them all (not a hang in DDP)
-        if not (step := int(self.accelerator.reduce(self._first_non_finite_step.clone(), reduction="max"))):
+        # every process checks at the same steps; one whose loss broke stops them all (not a hang in DDP). A gather,
+        # not reduce(…, "max"), which sums on accelerate < 1.14; the first step any process broke at is named.
+        steps = self.accelerator.gather(self._first_non_finite_step.reshape(1))
+        if not (broken := steps[steps > 0].tolist()):
             return
+        step = min(broken)
         last = last_complete_checkpoint(self.args.output_dir)
         raise FloatingPointError(
             f"The training loss was not finite at step {step} (epoch {self.state.epoch:.2f}); training stopped "
@@ -114,7 +150,8 @@ class LiVTTrainer(Trainer):
         if self.optimizer is None:
             opt_model = self.model if model is None else model
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            groups = param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, self.layer_decay)
+            groups = param_groups(opt_model, self.args.learning_rate, self.args.weight_decay, self.layer_decay,
+                                  self._built_ndims)  # fmt: skip
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -135,7 +172,9 @@ class BalancedTrainer(LiVTTrainer):
 
     Training batches come from `train_sampler` (a class-aware sampler, default: Trainer's shuffle) and are mixed on
     the device by `mixer`; `--label_smoothing_factor` smooths the training targets (Trainer's own label smoother
-    would be bypassed by this `compute_loss`). Evaluation sees neither mixing nor smoothing.
+    would be bypassed by this `compute_loss`). Evaluation sees neither mixing nor smoothing, and gets the logits the
+    loss was trained for: the eval loss, the best-epoch metric and the temperature fit never see the model's
+    `inference_test_prior` shift, which is for the saved model's users.
     """
 
     def __init__(
@@ -167,7 +206,7 @@ class BalancedTrainer(LiVTTrainer):
         if self.train_dataset is None:
             raise ValueError("BalancedTrainer: training requires a train_dataset.")
         return self._get_dataloader(
-            dataset=PairedDataset(self.train_dataset),
+            dataset=PairedDataset(self.train_dataset, self.train_sampler),
             description="Training",
             batch_size=self._train_batch_size,
             sampler_fn=self._get_train_sampler,
@@ -178,7 +217,7 @@ class BalancedTrainer(LiVTTrainer):
         if model.training:
             inputs = self.training_inputs(inputs)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        outputs = model(**inputs, use_inference_test_prior=False)
         loss = self.loss_fn(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 

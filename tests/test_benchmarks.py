@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -44,3 +45,30 @@ def test_the_benchmark_runs_every_pipeline_on_the_cpu(tmp_path):
 
     with Image.open(jpegs[0]) as image:
         assert image.size == (32, 32) and image.mode == "RGB"
+
+
+def test_an_out_of_memory_attempt_is_freed_before_the_retry(monkeypatch, capsys):
+    """The retry with activation checkpointing must run after the failed attempt is gone: while the `except` block
+    runs, the traceback holds its frames, and with them its trainer and activations on the GPU."""
+    import throughput
+
+    class Activations:
+        pass
+
+    failed = []
+
+    def run_case(pipeline, stage, geo, folder, opts):
+        if not opts.checkpointing:
+            activations = Activations()  # noqa: F841  (held by this frame, as the trainer's tensors are)
+            failed.append(weakref.ref(activations))
+            raise throughput.torch.OutOfMemoryError("CUDA out of memory")
+        assert failed[0]() is None, "the failed attempt's objects are still alive during the retry"
+        return {"pipeline": pipeline, "stage": stage, "model": geo.model, "image_size": geo.image_size,
+                "batch_size": 8, "images_per_s": 1.0, "tflops": 1.0, "peak_memory_gib": 1.0, "warmup_s": 0.0,
+                "checkpointing": True}  # fmt: skip
+
+    monkeypatch.setattr(throughput, "run_case", run_case)
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--use_cpu", "--model", "tiny", "--pipelines", "synthetic",
+                                      "--stages", "mgp"])  # fmt: skip
+    throughput.main()
+    assert len(failed) == 1 and "| mgp | tiny | 224 | synthetic + ckpt |" in capsys.readouterr().out

@@ -85,16 +85,21 @@ def test_calibration_metrics_of_a_perfect_model():
     assert metrics["nll"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_local_evaluate_module_loads_offline_and_agrees():
+def test_local_evaluate_module_loads_offline_and_computes_every_metric():
     import evaluate
 
     from livt_hf.metrics import CALIBRATION_ERROR
 
-    rng = np.random.default_rng(1)
-    probs = probabilities_from_logits(rng.normal(size=(60, 4)), "bal_bce")
-    labels = rng.integers(0, 4, 60)
-    result = evaluate.load(CALIBRATION_ERROR).compute(predictions=probs, references=labels)
-    assert result == pytest.approx(calibration_metrics(probs, labels))
+    # test_ece_and_mce_by_hand's four predictions: |p_c − 1(y = c)| is 0.1, 0.9, 0.39 and 0 in each class
+    probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.61, 0.39], [1.0, 0.0]])
+    result = evaluate.load(CALIBRATION_ERROR).compute(predictions=probs, references=np.zeros(4, dtype=int))
+    assert result == pytest.approx({
+        "ece": (2 * 0.4 + 0.39) / 4, "mce": 0.4,
+        "sce": 1.39 / 4,  # one probability per bin, the same gaps in both classes
+        "ace": 2 * 1.39 / (2 * 15), "tace": 2 * 1.39 / (2 * 15),  # 4 probabilities < 15 ranges: one range each
+        "brier": 2 * (0.1**2 + 0.9**2 + 0.39**2) / (4 * 2),
+        "nll": -(math.log(0.9) + math.log(0.1) + math.log(0.61)) / 4,
+    })  # fmt: skip
 
 
 def test_temperature_scaling_recovers_the_temperature_that_generated_the_labels():
@@ -109,3 +114,16 @@ def test_temperature_scaling_recovers_the_temperature_that_generated_the_labels(
     before = expected_calibration_error(probabilities_from_logits(logits, "ce"), labels)
     after = expected_calibration_error(probabilities_from_logits(logits, "ce", temperature=t), labels)
     assert after < before / 3
+
+
+def test_temperature_scaling_of_the_sigmoid_losses_uses_their_probabilities():
+    """The default loss (Bal-BCE) scores with renormalised sigmoids, σ(z_c / T) / Σ_k σ(z_k / T): labels drawn from
+    those at T = 2.5 give back T ≈ 2.5; softmax probabilities would not (the family matters)."""
+    from livt_hf.metrics.calibration import fit_temperature
+
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(4000, 5)) * 4 - 2
+    sigmoids = 1 / (1 + np.exp(-logits / 2.5))
+    labels = np.array([rng.choice(5, p=p / p.sum()) for p in sigmoids])
+    assert fit_temperature(logits, labels, "bal_bce") == pytest.approx(2.5, rel=0.1)
+    assert fit_temperature(logits, labels, "ce") != pytest.approx(2.5, rel=0.2)

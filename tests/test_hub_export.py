@@ -126,15 +126,22 @@ def test_grayscale_model_reads_the_luma_of_rgb_input(tiny_mae_dir):
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGB", "RGBA"])
 def test_the_processor_feeds_a_grayscale_model_what_training_fed_it(tiny_mae_dir, mode):
-    # training: convert_image(…, "L") + our eval transform; inference: the saved processor (RGB) + the model's luma
+    # training: convert_image(…, "L") + our eval transform; inference: the saved processor (RGB) + the model's luma.
+    # Compared where the encoder takes them in, pixel for pixel (MAE's near-zero head makes any two logits agree).
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (28, 28, 4), dtype=np.uint8), mode="RGBA").convert(mode)
     model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, num_labels=4, class_counts=[8, 4, 2, 1]).eval()
+    seen = []
+    model.vit.embeddings.patch_embeddings.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     pixel_values = image_processor(28, 1)(images=image, return_tensors="pt")["pixel_values"]
     assert pixel_values.shape == (1, 3, 28, 28)
     trained_on = eval_transform(28, [0.5], [0.5])(convert_image(image, "L")).unsqueeze(0)
     with torch.no_grad():
-        torch.testing.assert_close(model(pixel_values).logits, model(trained_on).logits, atol=2e-3, rtol=0)
+        model(pixel_values), model(trained_on)
+    at_inference, in_training = seen
+    assert at_inference.shape == in_training.shape == (1, 1, 28, 28) and in_training.std() > 0.3  # an image
+    # 'L' rounds the luma to a grey level (≤ 1/2 of 1/255 off), which normalising by std 0.5 doubles
+    torch.testing.assert_close(at_inference, in_training, atol=1 / 255 + 1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(

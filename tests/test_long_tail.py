@@ -112,10 +112,13 @@ def test_class_without_training_images_is_an_error():
 
 
 def test_resampled_test_sets_for_table_d2():
-    assert resampled_test_counts(1000, 10, 100) == exponential_counts(1000, 10, 100)  # like train
-    assert resampled_test_counts(1000, 10, 0.01) == exponential_counts(1000, 10, 100)[::-1]  # reversed
+    # ⌊1000 · 100^(−i/9)⌋, 100^(1/9) = 1.6681: 1000/1.6681 = 599.5, 1000/2.7826 = 359.4, …, 1000/59.948 = 16.7
+    long_tailed = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+    assert resampled_test_counts(1000, 10, 100) == long_tailed  # like train
+    assert resampled_test_counts(1000, 10, 0.01) == long_tailed[::-1]  # reversed
     assert resampled_test_counts(1000, 10, 1) == [1000] * 10
-    assert resampled_test_counts(1000, 10, 0.01)[:2] == [10, 16] and sum(resampled_test_counts(1000, 10, 10)) == 4084
+    # ρ' = 10: ⌊1000 · 10^(−i/9)⌋ = 1000, 774, 599, 464, 359, 278, 215, 166, 129, 100
+    assert sum(resampled_test_counts(1000, 10, 10)) == 4084
     with pytest.raises(ValueError, match="leaves a class empty"):
         resampled_test_counts(50, 10, 100)
     labels = np.repeat(np.arange(3), 5)
@@ -123,3 +126,23 @@ def test_resampled_test_sets_for_table_d2():
     assert np.bincount(labels[index]).tolist() == [5, 2, 1] and index == resample_indices(labels, [5, 2, 1], seed=1)
     with pytest.raises(ValueError, match="has 5 images, 6 were asked for"):
         resample_indices(labels, [6, 1, 1])
+
+
+def test_lt_split_json_rebuilds_the_same_splits_from_the_source(fashion_mnist, tmp_path):
+    from livt_hf.data.long_tail import LongTailSplit
+
+    splits, info = build_long_tail_splits(fashion_mnist, imbalance_ratio=10, max_per_class=30, max_test_samples=40,
+                                          seed=5)  # fmt: skip
+    info.save(tmp_path / "lt_split.json")
+    saved = LongTailSplit.load(tmp_path / "lt_split.json")
+    assert saved == info
+    for name, source, indices, counts in (
+        ("train", "train", saved.train_indices, saved.train_counts),
+        ("validation", "train", saved.validation_indices, saved.validation_counts),
+        ("test", "test", saved.test_indices, saved.test_counts),
+    ):
+        rebuilt = fashion_mnist[source].select(indices)
+        assert rebuilt["label"] == splits[name]["label"], name
+        pixels = [[np.asarray(image).tobytes() for image in split["image"]] for split in (rebuilt, splits[name])]
+        assert pixels[0] == pixels[1], name
+        assert np.bincount(rebuilt["label"], minlength=10).tolist() == counts, name

@@ -185,13 +185,46 @@ def test_negative_tolerant_bce_by_hand():
         build_loss("bal_bce", COUNTS, tau=0.8)(LOGITS, LABELS).item())
 
 
+def hand_soft_loss(name, logits, targets, counts, negative_tolerance=1.0):
+    """Each loss on soft targets y (rows summing to 1), written out with math at the defaults of `LOSS_DEFAULTS`:
+    softmax losses −Σ_c w_c y_c (1 − p_c)^γ log p_c on the adjusted logits (LDAM: s·(z − y ⊙ Δ), the margin weighed
+    by each class's share of the target); sigmoid losses −Σ_c [y_c log σ(z_c) + (1 − y_c)/λ log(1 − σ(λ z_c))]."""
+    c, pi = len(counts), [n / sum(counts) for n in counts]
+    bias = {
+        "bal_ce": [math.log(p) + math.log(c) for p in pi],  # log π_s − log(1/C)
+        "la": [math.log(p) for p in pi],
+        "bal_bce": [math.log(p) - math.log(1 / c) - math.log(1 - p) + math.log(1 - 1 / c) for p in pi],
+    }
+    bias["nt_bce_bal"] = bias["bal_bce"]
+    raw = [(1 - 0.9999) / (1 - 0.9999**n) for n in counts]
+    weights = [w * c / sum(raw) for w in raw] if name == "cb" else [1.0] * c
+    margins = [n**-0.25 for n in counts]
+    margins = [0.5 * m / max(margins) for m in margins]
+    gamma, lam = (2.0 if name == "focal" else 0.0), negative_tolerance
+    total = 0.0
+    for row, y in zip(logits.tolist(), targets.tolist()):
+        z = [v + b for v, b in zip(row, bias.get(name, [0.0] * c))]
+        if name in ("bce", "bal_bce", "nt_bce", "nt_bce_bal"):
+            total -= sum(t * math.log(sigmoid(v)) + (1 - t) / lam * math.log(sigmoid(-lam * v)) for v, t in zip(z, y))
+            continue
+        if name == "ldam":
+            z = [30.0 * (v - t * m) for v, t, m in zip(z, y, margins)]
+        log_norm = math.log(sum(math.exp(v) for v in z))
+        total -= sum(w * t * (1 - math.exp(v - log_norm)) ** gamma * (v - log_norm) for w, t, v in zip(weights, y, z))
+    return total / len(logits)
+
+
 @pytest.mark.parametrize("name", ["ce", "bal_ce", "la", "focal", "cb", "ldam", "bce", "bal_bce", "nt_bce", "nt_bce_bal"])
-def test_every_loss_takes_soft_targets(name):
-    loss = build_loss(name, COUNTS)
+def test_every_loss_on_soft_targets_matches_a_hand_computation(name):
+    lam = {"negative_tolerance": 2.0} if name.startswith("nt_") else {}
+    loss = build_loss(name, COUNTS, **lam)
     z = torch.tanh(LOGITS) if name == "ldam" else LOGITS
     assert loss(z, one_hot(LABELS)).item() == pytest.approx(loss(z, LABELS).item(), rel=1e-6)
-    mixed = 0.6 * one_hot(LABELS) + 0.4 * one_hot(torch.tensor([1, 2]))
-    assert torch.isfinite(loss(z, mixed))
+    mixed = 0.6 * one_hot(LABELS) + 0.4 * one_hot(torch.tensor([1, 2]))  # mixup rows (0.6, 0.4, 0, 0), (0, 0, 0.4, 0.6)
+    smoothed = 0.9 * mixed + 0.1 / 4  # and label smoothing on top: every class gets some of the target
+    for soft in (mixed, smoothed):
+        expected = hand_soft_loss(name, z, soft, COUNTS, lam.get("negative_tolerance", 1.0))
+        assert loss(z, soft).item() == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(

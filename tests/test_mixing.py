@@ -175,7 +175,12 @@ def test_trainer_mixes_and_smooths_in_training_only(tmp_path):
     trainer.compute_loss(trainer.model, dict(inputs))
     targets = capture.targets[-1]
     assert targets.shape == (4, 4) and torch.allclose(targets.sum(1), torch.ones(4))
-    assert targets.min() >= 0.1 / 4 - 1e-6  # smoothed: every class keeps ε / C
+    # smoothed, (1 − ε)·t + ε / C, from mixup's t = λ·e_y + (1 − λ)·e_partner, the partner the batch reversed
+    mixed = (targets - 0.1 / 4) / 0.9
+    lam = mixed[0, 0].item()
+    assert 0 < lam < 1
+    eye = torch.eye(4)
+    assert torch.allclose(mixed, lam * eye + (1 - lam) * eye.flip(0), atol=1e-6)
     trainer.model.eval()
     trainer.compute_loss(trainer.model, dict(inputs))
     assert torch.equal(capture.targets[-1], inputs["labels"])  # evaluation: class ids, neither mixed nor smoothed
@@ -193,3 +198,43 @@ def test_trainer_refuses_two_sampler_choices(tmp_path):
     with pytest.raises(ValueError, match="drop --train_sampling_strategy"):
         BalancedTrainer(model=tiny_model(), args=args, train_dataset=data,
                         train_sampler=ClassAwareSampler([0, 1]))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def meta_dirichlet():
+    """torch has no meta kernel for the Beta distribution's sampler (`_sample_dirichlet`): a shape-only stand-in."""
+    library = torch.library.Library("aten", "IMPL")
+    library.impl("_sample_dirichlet", lambda concentration, generator=None: torch.empty_like(concentration), "Meta")
+    yield
+    del library  # unregisters the kernel
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [("none", {}), ("mixup_cutmix", {"mix_switch_prob": 0.0}), ("mixup_cutmix", {"mix_switch_prob": 1.0}),
+     ("remix", {}), ("unimix", {})],
+)  # fmt: skip
+def test_the_training_batch_is_built_without_reading_a_device_value_on_the_host(tmp_path, meta_dirichlet, method,
+                                                                               params):
+    """Meta tensors have shapes but no values, so any host read of one (`.item()`, a Python branch on a value, an
+    argument check, masked indexing) raises: each would stall a GPU every training step. Indices of device images
+    become augmented pixels, are mixed and smoothed, as `BalancedTrainer.training_inputs` does in every step."""
+    from test_trainer import parse, tiny_model
+
+    from livt_hf.arguments import FinetuningArguments
+    from livt_hf.data.batch_augment import batch_train_transform
+    from livt_hf.data.device_images import DeviceImages
+
+    meta = torch.device("meta")
+    args = parse(FinetuningArguments, "--output_dir", str(tmp_path), "--eval_strategy", "no",
+                 "--load_best_model_at_end", "0", "--label_smoothing_factor", "0.1")  # fmt: skip
+    transform = batch_train_transform(28, [0.5], [0.5], 0.35, "rand-m9-mstd0.5", random_erasing=0.25)
+    images = DeviceImages(torch.empty(50, 1, 32, 32, dtype=torch.uint8, device=meta), transform)
+    trainer = BalancedTrainer(model=tiny_model(), args=args, mixer=Mixer(method, [40, 20, 10, 5], **params),
+                              device_images=images)  # fmt: skip
+    ids = {key: torch.empty(8, dtype=torch.long, device=meta) for key in ("image_index", "labels")}
+    inputs = ids | {f"partner_{key}": value.clone() for key, value in ids.items()}
+    out = trainer.training_inputs(inputs)
+    assert out.keys() == {"pixel_values", "labels"}
+    assert out["pixel_values"].device == meta and out["pixel_values"].shape == (8, 1, 28, 28)
+    assert out["labels"].device == meta and out["labels"].shape == (8, 4)

@@ -89,12 +89,16 @@ def test_save_and_reload_give_identical_logits(tiny_mae_dir, tmp_path):
 
 
 def test_forward_with_labels_uses_the_configured_loss(tiny_mae_dir):
-    model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, **HEAD)
+    from test_losses import hand_bal_bce
+
+    model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, tau=0.7, **HEAD).eval()
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     out = model(x, labels=y)
-    assert out.loss.item() == pytest.approx(model.loss_fn(out.logits, y).item())
-    soft = torch.full((4, 4), 0.25)
-    assert torch.isfinite(model(x, labels=soft).loss)
+    onehot = torch.nn.functional.one_hot(y, 4).float()
+    assert out.loss.item() == pytest.approx(hand_bal_bce(out.logits, onehot, COUNTS, 0.7, [0.25] * 4), rel=1e-6)
+    soft = torch.tensor([[0.6, 0.4, 0.0, 0.0], [0.0, 0.3, 0.7, 0.0], [0.25] * 4, [0.0, 0.0, 0.1, 0.9]])
+    assert model(x, labels=soft).loss.item() == pytest.approx(hand_bal_bce(out.logits, soft, COUNTS, 0.7, [0.25] * 4),
+                                                              rel=1e-6)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -132,3 +136,31 @@ def test_head_bias_init_takes_effect(tiny_mae_dir, loss):
     assert torch.all(zero.head.bias == 0) and 0.01 < zero.head.weight.std() < 0.03
     with pytest.raises(Exception, match="Unknown head_bias_init 'mean'"):  # the strict config wraps the ValueError
         LiVTConfig(head_bias_init="mean", **HEAD)
+
+
+def test_gradient_checkpointing_recomputes_every_layer_and_keeps_the_gradients():
+    """`--gradient_checkpointing`: each layer runs again in the backward pass, drop path drawing the same rows (the
+    checkpoint restores the RNG), so the gradients are those of the plain run."""
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, drop_path_rate=0.3, **HEAD)  # fmt: skip
+    model = LiVTForImageClassification(config).train()
+    layer_runs = []  # seen from each layer's attention: the layer's own forward stays what transformers wraps
+    for layer in model.vit.layers:
+        layer.attention.register_forward_hook(lambda module, args, output: layer_runs.append(module))
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 1, 2, 3] * 2)
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(0)
+        model(x, labels=y).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    assert len(layer_runs) == 3
+    # what Trainer's --gradient_checkpointing calls (older transformers: gradient_checkpointing_enable)
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    layer_runs.clear()
+    checkpointed = gradients()
+    assert len(layer_runs) == 6  # three forwards, three recomputed in backward
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)

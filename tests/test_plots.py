@@ -1,6 +1,7 @@
 """Model-card plots: what each figure draws, against hand computations; the PNGs are real images."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from matplotlib.colors import LogNorm
 from PIL import Image
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from conftest import TINY_MAE
+from conftest import REPO, TINY_MAE
 from livt_hf.metrics import per_class_accuracy
 from livt_hf.metrics.calibration import reliability_bins
 from livt_hf.plots import (
@@ -168,14 +169,15 @@ def test_mae_figure_shows_unnormalised_images(channels):
     model = ViTMAEForPreTraining(ViTMAEConfig(**TINY_MAE | {"num_channels": channels}))
     images = torch.randn(2, channels, 28, 28, generator=torch.Generator().manual_seed(1))
     mean, std = [0.2, 0.4, 0.6][:channels], [0.3, 0.2, 0.1][:channels]
-    fig = mae_reconstruction_figure(model, images, mean, std)
+    panels = mae_reconstruction_panels(model, images)
+    fig = mae_reconstruction_figure(panels, mean, std)
     assert len(fig.axes) == 2 * 4
     original = fig.axes[3].get_images()[0].get_array()  # row 0, column "original"
     expected = (images[0] * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
     expected = expected[0] if channels == 1 else expected.permute(1, 2, 0)
     np.testing.assert_allclose(np.asarray(original), expected.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="one mean and std per channel"):
-        mae_reconstruction_figure(model, images, [0.5] * (channels + 1), [0.5] * (channels + 1))
+        mae_reconstruction_figure(panels, [0.5] * (channels + 1), [0.5] * (channels + 1))
 
 
 # --- training curves -----------------------------------------------------------------------------------------------
@@ -225,7 +227,8 @@ def test_every_plot_writes_a_png(tmp_path, tiny_mae, images):
         plot_per_class_accuracy([0.9, 0.5, 0.2], [300, 40, 6], ["a", "b", "c"], tmp_path / "acc.png", dpi=40),
         plot_reliability(probs, labels, tmp_path / "reliability.png", dpi=40),
         plot_confusion_matrix(probs.argmax(-1), labels, list("abcd"), tmp_path / "confusion.png", dpi=40),
-        plot_mae_reconstructions(tiny_mae, images, tmp_path / "mae" / "recon.png", [0.5], [0.5], dpi=40),
+        plot_mae_reconstructions(mae_reconstruction_panels(tiny_mae, images), tmp_path / "mae" / "recon.png", [0.5],
+                                 [0.5], dpi=40),
         plot_training_curves(HISTORY, tmp_path / "curves.png", dpi=40),
     ]
     for path in paths:
@@ -236,3 +239,31 @@ def test_every_plot_writes_a_png(tmp_path, tiny_mae, images):
             assert image.format == "PNG" and min(image.size) > 0
             assert len(image.convert("L").getcolors(maxcolors=math.prod(image.size))) > 2  # something was drawn
     assert plt.get_fignums() == figures_before  # nothing registered with pyplot
+
+
+def test_every_process_runs_the_reconstruction_forward(tmp_path, monkeypatch):
+    """Under FSDP a forward gathers the weights from every process: the pretraining script's reconstructions must
+    run on every process, not only on process 0 (which would then wait for processes that have exited)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    import run_pretrain_mae
+    from livt_hf.trainer import MAEPretrainingTrainer
+
+    reconstruction_forwards = []
+    forward = ViTMAEForPreTraining.forward
+
+    def spy(self, *args, noise=None, **kwargs):
+        reconstruction_forwards.extend([noise] if noise is not None else [])  # training and eval draw their own
+        return forward(self, *args, noise=noise, **kwargs)
+
+    monkeypatch.setattr(ViTMAEForPreTraining, "forward", spy)
+    monkeypatch.setattr(MAEPretrainingTrainer, "is_world_process_zero", lambda self: False)  # process 1 of 2
+    monkeypatch.setattr(sys, "argv", [
+        "run_pretrain_mae.py", "--max_per_class", "10", "--imbalance_ratio", "2", "--validation_split", "0.2",
+        "--num_train_epochs", "1", "--use_cpu", "1", "--report_to", "none", "--output_dir", str(tmp_path / "mae"),
+        "--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "1", "--intermediate_size", "32",
+        "--decoder_hidden_size", "16", "--decoder_num_hidden_layers", "1", "--decoder_num_attention_heads", "1",
+        "--decoder_intermediate_size", "32",
+    ])  # fmt: skip
+    run_pretrain_mae.main()
+    assert len(reconstruction_forwards) == 1 and reconstruction_forwards[0].shape[0] == 4  # four validation images
+    assert not (tmp_path / "mae" / "plots").exists()  # drawn by process 0 only

@@ -1,5 +1,7 @@
 """Prior shift is exact on posteriors built from known likelihoods; EM recovers a test prior it was not told."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,104 @@ def test_em_needs_calibrated_posteriors_and_bias_corrected_scaling_provides_them
     # over seeds 0-5 of this setup: calibrated 0.003-0.028, raw 0.12-0.15
     assert calibrated_error < 0.05
     assert raw_error > 0.1 and raw_error > 3 * calibrated_error
+
+
+def test_calibration_refuses_a_class_with_no_validation_image_instead_of_turning_nan():
+    from livt_hf.prior_shift import PosteriorCalibration
+
+    # the stratified carve of --long_tail_profile none leaves a class with one train image no validation image
+    rng = np.random.default_rng(4)
+    logits, labels = rng.normal(size=(30, 3)), np.array([0, 1] * 15)
+    counts = np.bincount(labels, minlength=3)
+    prior = torch.tensor(counts / counts.sum(), dtype=torch.float64)
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"classes \[2\] have no validation image.*Raise --validation_split"):
+        PosteriorCalibration.fit(logits, labels, "bal_bce", uniform, prior)
+
+
+def tiny_classifier(**kwargs):
+    from livt_hf import LiVTConfig, LiVTForImageClassification
+
+    config = LiVTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=28, patch_size=7, num_channels=1, num_labels=4, class_counts=[600, 250, 100, 50],
+                        drop_path_rate=0.0, **kwargs)  # fmt: skip
+    return LiVTForImageClassification(config).eval()
+
+
+def test_the_shift_is_made_in_float32_when_the_model_runs_in_bf16():
+    model = tiny_classifier(loss="bal_bce", inference_test_prior=PI_B.tolist()).to(torch.bfloat16)  # --bf16_full_eval
+    x = torch.randn(3, 1, 28, 28)
+    raw = model(x, use_inference_test_prior=False).logits
+    shifted = model(x).logits
+    assert raw.dtype == torch.bfloat16 and shifted.dtype == torch.float32
+    exact = raw.double() - (torch.logit(torch.tensor(0.25, dtype=torch.float64)) - torch.logit(PI_B))  # uniform → π_b
+    torch.testing.assert_close(shifted.double(), exact, atol=1e-6, rtol=0)
+    assert shift_logits(raw, "bal_ce", PI_A, PI_B).dtype == torch.float32
+
+
+def test_the_model_computes_each_prior_shift_once_not_every_batch(monkeypatch):
+    import livt_hf.modeling_livt as modeling
+
+    computed = []
+    monkeypatch.setattr(modeling, "model_prior", lambda *args: computed.append(args) or model_prior(*args))
+    model = tiny_classifier(loss="bal_ce", inference_test_prior=PI_B.tolist())
+    x = torch.randn(2, 1, 28, 28)
+    first = model(x).logits
+    for _ in range(3):
+        assert torch.equal(model(x).logits, first)
+    model(x, test_prior=PI_A.tolist())
+    model(x, test_prior=PI_A.tolist())
+    assert len(computed) == 2  # once per prior shifted to
+
+
+def test_table_d2_columns_on_a_model_whose_posteriors_are_known():
+    """Three Gaussian classes and a ce model whose logits are the log posteriors under its train prior; test sets
+    resampled long-tailed like train (ρ' = 10), balanced, and reversed (0.1), from 3000 images per class."""
+    from livt_hf.prior_shift import PosteriorCalibration, evaluate_under_test_priors
+
+    means, pi_s, rng = np.array([-2.0, 0.0, 2.0]), np.array([0.7, 0.2, 0.1]), np.random.default_rng(5)
+
+    def sample(per_class):
+        labels = np.repeat(np.arange(3), per_class)
+        x = rng.normal(means[labels], 1.0)
+        return -0.5 * (x[:, None] - means) ** 2 + np.log(pi_s), labels
+
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    calibration = PosteriorCalibration.fit(*sample(2000), "ce", torch.tensor(pi_s), uniform)
+    long_tailed, balanced, reversed_ = evaluate_under_test_priors(*sample(3000), calibration, (10, 1, 0.1))
+    # ⌊3000 · 10^(−i/2)⌋ = 3000, 948, 300 images per class
+    assert [r["images"] for r in (long_tailed, balanced, reversed_)] == [4248, 9000, 4248]
+    for row in (long_tailed, balanced, reversed_):
+        assert row["estimate_l1_error"] < 0.03  # EM finds the resampled prior from unlabelled predictions …
+        assert row["estimated_prior"] == pytest.approx(row["true_prior"], abs=0.01)  # … and predicts as well with it
+    # the train prior (0.7, 0.2, 0.1) is about the long-tailed set's; predicting for the reversed set's pays
+    assert long_tailed["as_trained"] == pytest.approx(long_tailed["true_prior"], abs=0.01)
+    assert long_tailed["true_prior"] > long_tailed["uniform_prior"] + 0.03
+    assert reversed_["true_prior"] > reversed_["uniform_prior"] + 0.03 > reversed_["as_trained"] + 0.06
+
+
+def test_model_prior_of_the_sigmoid_losses_with_tau():
+    """Bal-BCE trains σ(z + τ·B) towards the train-prior posterior, B = logit π_s − logit π_t, so its raw logits z
+    answer for logit π_m = (1 − τ)·logit π_s + τ·logit π_t."""
+    counts, tau = [600, 250, 100, 50], 0.6
+    logit = [(1 - tau) * math.log(s / (1 - s)) + tau * math.log(t / (1 - t))
+             for s, t in zip([0.6, 0.25, 0.1, 0.05], PI_B.tolist())]  # fmt: skip
+    expected = torch.tensor([1 / (1 + math.exp(-v)) for v in logit], dtype=torch.float64)
+    for loss in ("bal_bce", "nt_bce_bal"):
+        torch.testing.assert_close(model_prior(loss, counts, tau, PI_B.tolist()), expected)
+    # a sigmoid model's π_m need not sum to 1: it is one binary prior per class
+    assert model_prior("bal_bce", counts, tau, PI_B.tolist()).sum() != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("loss, trained_for", [("ce", [0.6, 0.25, 0.1, 0.05]), ("bal_ce", [0.25] * 4)])
+def test_softmax_models_shift_their_logits_by_bayes_rule(loss, trained_for):
+    """softmax(z') ∝ softmax(z) · π_new / π_m: z' = z − (log π_m − log π_new), π_m the train prior for ce and the
+    (uniform) test prior for bal_ce."""
+    model = tiny_classifier(loss=loss, inference_test_prior=PI_B.tolist())
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    x = torch.randn(3, 1, 28, 28)
+    raw, shifted = model(x, use_inference_test_prior=False).logits, model(x).logits
+    expected = raw - (torch.tensor(trained_for).log() - PI_B.float().log())
+    torch.testing.assert_close(shifted, expected, atol=1e-6, rtol=0)
+    bayes = torch.softmax(raw, -1) * PI_B / torch.tensor(trained_for)
+    torch.testing.assert_close(torch.softmax(shifted, -1), (bayes / bayes.sum(-1, keepdim=True)).float())

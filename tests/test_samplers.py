@@ -123,7 +123,8 @@ def test_paired_dataset_loads_partners_under_a_prefix(fashion_mnist):
 def test_two_processes_see_disjoint_shares_of_one_sampled_sequence(tmp_path, kind, mixing):
     """A real 2-process (gloo, CPU) training run through Trainer and accelerate: each epoch, the two ranks' batches
     interleave into exactly the sequence one process draws, so they are disjoint shares with the sampler's class
-    distribution, re-seeded per epoch; UniMix's partners travel with their images."""
+    distribution, re-seeded per epoch; UniMix's partners travel with their images. Each rank draws its own mixing
+    factors, and a run resumed mid-epoch continues that epoch's order and draws on both ranks."""
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                str(REPO / "tests/helpers/record_sampling.py"), str(tmp_path), kind, mixing]  # fmt: skip
@@ -153,3 +154,10 @@ def test_two_processes_see_disjoint_shares_of_one_sampled_sequence(tmp_path, kin
         assert all(labels[i] == y for s in interleaved for i, y in zip(s["idx"], s["labels"]))
         orders.append(expected)
     assert orders[0] != orders[1]
+    for rank in ranks:
+        # resumed at step 20, mid-epoch 1: the rest of epoch 1's order (not epoch 0's replayed), the same factors
+        assert len(rank["steps"]) == 30 and rank["resumed_steps"] == rank["steps"][20:]
+        assert rank["resumed_draws"] == rank["draws"][20:]
+    if mixing == "unimix":  # one Beta draw of factors per step, different on each rank at every step
+        assert len(ranks[0]["draws"]) == len(ranks[1]["draws"]) == 30
+        assert all(a != b for a, b in zip(ranks[0]["draws"], ranks[1]["draws"]))

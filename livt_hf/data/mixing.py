@@ -50,9 +50,10 @@ MIXING_USED_BY = {
 
 
 def sample_beta(alpha: float, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draws from Beta(α, α) with the global torch RNG (seeded by Trainer)."""
+    """Draws from Beta(α, α) with the global torch RNG (seeded by Trainer). α was checked when the mixer was built:
+    the distribution's own argument check reads the tensor on the host, a sync in every step."""
     a = torch.full((), float(alpha), device=device)  # a fill, not a host-to-device copy: no sync in the step
-    return torch.distributions.Beta(a, a).sample(shape)
+    return torch.distributions.Beta(a, a, validate_args=False).sample(shape)
 
 
 def unimix_factor(prior_i: torch.Tensor, prior_j: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -3,8 +3,8 @@ UniMix's partner sampler (UniMix Eq. 9).
 
 Every sampler draws from its own generator seeded by (seed, epoch), so all processes of a distributed run
 produce the same sequence and `accelerate` hands each one a disjoint share of its batches (`BatchSamplerShard`);
-`set_epoch` (called by Trainer through accelerate) re-seeds it every epoch, and a resumed run replays the
-interrupted epoch's order exactly.
+`set_epoch` (called by Trainer through accelerate, or through `PairedDataset` where accelerate cannot reach the
+sampler) re-seeds it every epoch, and a resumed run replays the interrupted epoch's order exactly.
 """
 
 from __future__ import annotations
@@ -100,10 +100,18 @@ class PartnerSampler(Sampler):
 
 class PairedDataset(Dataset):
     """Loads an `(i, j)` index from `PartnerSampler` as example i with example j's fields under a `partner_`
-    prefix, so partner images go through the same workers and augmentation; a plain index loads one example."""
+    prefix, so partner images go through the same workers and augmentation; a plain index loads one example.
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    `set_epoch` forwards to `sampler`: accelerate's loader calls the dataset's when it cannot reach the sampler,
+    as in an epoch resumed mid-way under DDP (its skipping batch sampler wraps the per-process shard), where the
+    sampler would otherwise replay epoch 0's order."""
+
+    def __init__(self, dataset, sampler: ClassAwareSampler | PartnerSampler | None = None):
+        self.dataset, self.sampler = dataset, sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -102,7 +102,14 @@ def format_report(report: dict, title: str = "Results") -> str:
         "middle": "middle third by count",
         "tail": "bottom third by count",
     }
-    lines = [f"## {title}", "", "| group | classes | top-1 (%) |", "|---|---|---|"]
+    lines = [f"## {title}", ""]
+    if "prior" in report:  # {"predictions_for": words, "inference_test_prior": list or None}
+        prior = report["prior"]
+        note = f"Predictions: the raw logits, which answer for {prior['predictions_for']} (what the loss trained for)."
+        if prior["inference_test_prior"] is not None:
+            note += f" The saved model shifts them to its inference_test_prior {prior['inference_test_prior']}."
+        lines += [note, ""]
+    lines += ["| group | classes | top-1 (%) |", "|---|---|---|"]
     lines.append(f"| overall | all {len(report['classes'])} | {100 * metrics['accuracy']:.2f} |")
     for name in (*SHOT_GROUPS, *THIRDS):
         key = f"{name}_accuracy"

@@ -1,5 +1,7 @@
 """Trains a tiny LiVT model for 2 epochs with a class-aware sampler and records, on every process, which training
-images each step saw. Run by tests/test_samplers.py under `accelerate launch --cpu --num_processes 2`.
+images each step saw and the mixing factors it drew; then, as a restarted run would, resumes a fresh trainer from the
+mid-epoch checkpoint of step 20 and records the same for the steps it trains. Run by tests/test_samplers.py under
+`torchrun --nproc_per_node 2`.
 
     record_sampling.py OUT_DIR SAMPLER MIXING
 """
@@ -12,12 +14,25 @@ import torch
 from datasets import Dataset
 from transformers import HfArgumentParser
 
+import livt_hf.data.mixing
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
 from livt_hf.arguments import FinetuningArguments
 from livt_hf.data import Mixer, build_train_sampler
 
 COUNTS = [160, 80, 40, 20]  # 300 images: 15 batches of 10 per process and epoch
 EPOCHS = 2
+RESUME_STEP = 20  # the fifth step of the second epoch
+DRAWS = []  # every Beta draw of the mixer (its mixing factors), in order
+_sample_beta = livt_hf.data.mixing.sample_beta
+
+
+def _recording_sample_beta(*args, **kwargs):
+    values = _sample_beta(*args, **kwargs)
+    DRAWS.append(values.tolist())
+    return values
+
+
+livt_hf.data.mixing.sample_beta = _recording_sample_beta
 
 
 class RecordingTrainer(BalancedTrainer):
@@ -37,7 +52,7 @@ class RecordingTrainer(BalancedTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def main(out_dir: str, kind: str, mixing: str) -> None:
+def train(out_dir: str, kind: str, mixing: str, resume_from_checkpoint: str | None = None) -> RecordingTrainer:
     labels = [c for c, n in enumerate(COUNTS) for _ in range(n)]
     data = Dataset.from_dict({
         "idx": list(range(len(labels))), "labels": labels, "pixel_values": torch.zeros(len(labels), 1, 8, 8).tolist(),
@@ -46,16 +61,26 @@ def main(out_dir: str, kind: str, mixing: str) -> None:
                         patch_size=4, num_channels=1, num_labels=len(COUNTS), class_counts=COUNTS)  # fmt: skip
     (args,) = HfArgumentParser(FinetuningArguments).parse_args_into_dataclasses([
         "--output_dir", out_dir, "--per_device_train_batch_size", "10", "--num_train_epochs", str(EPOCHS),
-        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "0", "--report_to", "none",
-        "--use_cpu", "1", "--seed", "3",
+        "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(RESUME_STEP),
+        "--load_best_model_at_end", "0", "--report_to", "none", "--use_cpu", "1", "--seed", "3",
     ])  # fmt: skip
+    # a fresh sampler, as a restarted process has: only the trainer can tell it which epoch it resumes in
     sampler = build_train_sampler(labels, kind, EPOCHS, seed=3, partner_tau=-1.0 if mixing == "unimix" else None)
     trainer = RecordingTrainer(model=LiVTForImageClassification(config), args=args, train_dataset=data,
                                train_sampler=sampler, mixer=Mixer(mixing, COUNTS))  # fmt: skip
-    trainer.train()
-    rank = trainer.args.process_index
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"world": trainer.args.world_size, "steps": trainer.seen}))
-    trainer.accelerator.end_training()  # without it a gloo worker thread can abort the process at exit
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return trainer
+
+
+def main(out_dir: str, kind: str, mixing: str) -> None:
+    whole = train(out_dir, kind, mixing)
+    draws = DRAWS.copy()
+    DRAWS.clear()
+    resumed = train(out_dir, kind, mixing, resume_from_checkpoint=str(Path(out_dir, f"checkpoint-{RESUME_STEP}")))
+    record = {"world": whole.args.world_size, "steps": whole.seen, "draws": draws, "resumed_steps": resumed.seen,
+              "resumed_draws": DRAWS}  # fmt: skip
+    Path(out_dir, f"rank{whole.args.process_index}.json").write_text(json.dumps(record))
+    resumed.accelerator.end_training()  # without it a gloo worker thread can abort the process at exit
 
 
 if __name__ == "__main__":
