@@ -17,13 +17,12 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from reproduce import Run, execute  # also puts the repository on sys.path
+from reproduce import Run, execute, mean_std  # also puts the repository on sys.path
 
 from livt_hf.plots import compare_runs_figure
 
@@ -72,13 +71,6 @@ def variant_results(runs: list[Run], work: Path) -> dict[str, dict[str, list[flo
             wall += float((work / f"{start.name}.wall").read_text())
         values["wall s"].append(wall)
     return results
-
-
-def mean_std(values: list[float], digits: int) -> str:
-    if not values:
-        return "—"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def table(recipe: dict, results: dict[str, dict[str, list[float]]]) -> str:

@@ -158,10 +158,12 @@ class PretrainDataArguments(DataArguments):
 
 @dataclass
 class FinetuneDataArguments(DataArguments):
-    """BFT adds LiVT Table 9's fine-tuning augmentation (off by default: the 12-epoch CPU demo on 28-px images loses
-    accuracy with it, README; recipes/ switch it on) and a class-aware sampler."""
+    """BFT adds LiVT Table 9's fine-tuning augmentation (off by default, crop included: the 12-epoch CPU demo on 28-px
+    images loses accuracy with it, docs/DEMO_RECIPE.md; recipes/ switch it on) and a class-aware sampler."""
 
-    crop_min_scale: float = field(default=0.35, metadata={"help": "RandomResizedCrop's smallest area."})
+    crop_min_scale: float = field(
+        default=1.0, metadata={"help": "RandomResizedCrop's smallest area (1: flip only; LiVT: 0.08, recipes/)."}
+    )
     auto_augment: str = field(
         default="none",
         metadata={
@@ -240,9 +242,11 @@ class FinetuneModelArguments:
         default=None, metadata={"help": "Shift the model's predictions to this label distribution (no retraining)."}
     )
     cosine_head: bool = field(default=False, metadata={"help": "Cosine-similarity logits (needed by ldam)."})
-    head_init_std: float = field(default=2e-5, metadata={"help": "Std of the head's initial weights (MAE: 2e-5)."})
+    head_init_std: float = field(
+        default=0.02, metadata={"help": "Std of the head's initial weights (MAE: 2e-5, for a well-pretrained encoder)."}
+    )
     head_bias_init: str = field(
-        default="zero",
+        default="prior",
         metadata={"help": f"One of {HEAD_BIAS_INITS}: 'prior' starts the head bias where training predicts the train "
                   "prior (livt_hf.losses.prior_head_bias), 'zero' at 0."},
     )
@@ -256,8 +260,8 @@ class FinetuneModelArguments:
     negative_tolerance: float = field(
         default=LOSS_DEFAULTS["negative_tolerance"], metadata={"help": "λ of nt_bce / nt_bce_bal."}
     )
-    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the last layer."})
-    layer_decay: float = field(default=0.75, metadata={"help": "Layer-wise LR decay (LiVT: 0.75)."})
+    drop_path_rate: float = field(default=0.0, metadata={"help": "Stochastic depth of the last layer (LiVT: 0.1)."})
+    layer_decay: float = field(default=1.0, metadata={"help": "Layer-wise LR decay (1: none; LiVT: 0.75)."})
 
     def __post_init__(self):
         if self.loss not in LOSSES:
