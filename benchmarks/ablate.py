@@ -96,8 +96,8 @@ def plot(runs: list[Run], work: Path, path: Path) -> None:
     seed = runs[0].seed
     finetunes = [run for run in runs if run.stage == "finetune" and run.seed == seed]
     users = {run.needs: [r.cell[0] for r in finetunes if r.needs == run.needs] for run in finetunes}
-    mgp = {", ".join(users[run.name]): log_history(work / run.name)
-           for run in runs if run.stage == "pretrain" and run.name in users}  # fmt: skip
+    mgp = {f"{users[run.name][0]}" + (f" (+{len(users[run.name]) - 1} more)" if len(users[run.name]) > 1 else ""):
+           log_history(work / run.name) for run in runs if run.stage == "pretrain" and run.name in users}  # fmt: skip
     bft = {run.cell[0]: log_history(work / run.name) for run in finetunes}
     fig = compare_runs_figure([(f"MGP: validation loss (norm-pix, seed {seed})", "eval_loss", mgp),
                                (f"BFT: validation accuracy (seed {seed})", "eval_accuracy", bft)])  # fmt: skip

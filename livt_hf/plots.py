@@ -345,7 +345,7 @@ def epoch_curve(log_history: Sequence[dict], key: str) -> tuple[list[float], lis
 def compare_runs_figure(panels: Sequence[tuple[str, str, dict[str, Sequence[dict]]]]) -> Figure:
     """One panel per (title, log key, {run label: log_history}): that key against the epoch for each run, so runs
     of different recipes can be compared (the ablation's MGP losses and BFT validation accuracies)."""
-    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    fig = Figure(figsize=(6.5 * len(panels), 6), layout="constrained")
     for ax, (title, key, histories) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
         for label, history in histories.items():
             ax.plot(*epoch_curve(history, key), "o-", markersize=3, label=label)
@@ -353,7 +353,7 @@ def compare_runs_figure(panels: Sequence[tuple[str, str, dict[str, Sequence[dict
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     return fig
 
 
