@@ -26,7 +26,6 @@ __all__ = [
     "compare_runs_figure",
     "confusion_matrix",
     "confusion_matrix_figure",
-    "epoch_curve",
     "mae_reconstruction_figure",
     "mae_reconstruction_panels",
     "per_class_accuracy_figure",
@@ -292,12 +291,15 @@ def plot_mae_reconstructions(
 # --- training curves -----------------------------------------------------------------------------------------------
 
 
-def training_curves(log_history: Sequence[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """(steps, values) of each of `CURVE_KEYS` logged at least once in `Trainer.state.log_history`. The end-of-training
-    summary logs `train_loss`, not `loss`, so it is not mistaken for a point of the training curve."""
+def training_curves(
+    log_history: Sequence[dict], keys: Sequence[str] = CURVE_KEYS, x: str = "step"
+) -> dict[str, tuple[list[float], list[float]]]:
+    """(x, values) of each of `keys` logged at least once in `Trainer.state.log_history`, x the step or the epoch.
+    The end-of-training summary logs `train_loss`, not `loss`, so it is not mistaken for a point of the training
+    curve."""
     curves = {}
-    for key in CURVE_KEYS:
-        points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
+    for key in keys:
+        points = [(entry[x], entry[key]) for entry in log_history if key in entry]
         if points:
             steps, values = zip(*points)
             curves[key] = (list(steps), list(values))
@@ -336,19 +338,13 @@ def plot_training_curves(log_history: Sequence[dict], path: str | Path, dpi: int
     return _save(training_curves_figure(log_history), path, dpi)
 
 
-def epoch_curve(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of `key` in `Trainer.state.log_history`, e.g. the validation loss or accuracy per epoch."""
-    points = [(entry["epoch"], entry[key]) for entry in log_history if key in entry]
-    return ([e for e, _ in points], [v for _, v in points]) if points else ([], [])
-
-
 def compare_runs_figure(panels: Sequence[tuple[str, str, dict[str, Sequence[dict]]]]) -> Figure:
     """One panel per (title, log key, {run label: log_history}): that key against the epoch for each run, so runs
     of different recipes can be compared (the ablation's MGP losses and BFT validation accuracies)."""
     fig = Figure(figsize=(6.5 * len(panels), 6), layout="constrained")
     for ax, (title, key, histories) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
         for label, history in histories.items():
-            ax.plot(*epoch_curve(history, key), "o-", markersize=3, label=label)
+            ax.plot(*training_curves(history, (key,), "epoch").get(key, ([], [])), "o-", markersize=3, label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)

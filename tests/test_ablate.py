@@ -56,3 +56,14 @@ def test_the_table_averages_each_variants_validation_numbers_over_seeds(tmp_path
     row = text.splitlines()[-1]
     assert row == ("| crop | finetune {'crop_min_scale': 1.0} | 72.0 ± 2.8 | 90.0 ± 0.0 | 60.0 ± 0.0 | 62.0 ± 2.8 | "
                    "0.750 ± 0.071 | 160 ± 14 |")  # fmt: skip
+
+
+def test_the_curves_plot_each_runs_logged_key_against_the_epoch():
+    from livt_hf.plots import compare_runs_figure
+
+    history = [{"epoch": 1.0, "step": 5, "eval_loss": 0.8}, {"epoch": 1.5, "step": 7, "loss": 2.0},
+               {"epoch": 2.0, "step": 10, "eval_loss": 0.6}]  # fmt: skip
+    fig = compare_runs_figure([("MGP", "eval_loss", {"a": history, "b": history[:1]})])
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a", "b"]
+    assert lines[0].get_xydata().tolist() == [[1.0, 0.8], [2.0, 0.6]]  # epochs, not steps; other keys left out
