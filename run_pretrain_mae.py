@@ -9,10 +9,11 @@
 import dataclasses
 from pathlib import Path
 
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import ViTMAEConfig
 
 from livt_hf.arguments import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, parse_args
 from livt_hf.data import attach_transforms, device_train_data, image_processor, prepare_splits
+from livt_hf.mae import new_vitmae
 from livt_hf.modelcard import pretrain_model_card
 from livt_hf.plots import plot_pretrain_results, sample_reconstructions
 from livt_hf.runs import (
@@ -43,7 +44,7 @@ def main():
     attach_transforms(splits, processor, data_args.crop_min_scale, with_labels=False)  # ViTMAE takes no labels
 
     trainer = MAEPretrainingTrainer(
-        model=ViTMAEForPreTraining(config),
+        model=new_vitmae(config),
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=splits["validation"],

@@ -45,7 +45,6 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
     ViTMAEConfig,
-    ViTMAEForPreTraining,
 )
 
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification, MAEPretrainingTrainer
@@ -57,6 +56,7 @@ from livt_hf.data import (
     load_fashion_mnist,
     load_image_folders,
 )
+from livt_hf.mae import new_vitmae
 
 # encoder (width, depth, heads, MLP width) and MAE decoder (width, depth, heads, MLP width)
 MODELS = {
@@ -202,7 +202,7 @@ def build_trainer(pipeline: str, stage: str, geo: Geometry, folder: Path, args: 
     elif pipeline == "device":
         data, device_images = device_train_data(data, processor, crop_min_scale, **augmentation)
     if stage == "mgp":
-        model = ViTMAEForPreTraining(geo.mae_config())
+        model = new_vitmae(geo.mae_config())
         if pipeline == "stock":
             return Trainer(model=model, args=args, train_dataset=data.with_transform(stock_transform(geo, stage)))
         return MAEPretrainingTrainer(model=model, args=args, train_dataset=data, device_images=device_images)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,7 @@ from .losses import (
     resolve_test_prior,
     subtract_shift,
 )
+from .mae import has_position_embeddings
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -208,6 +210,14 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         model = cls(config)
         mae = ViTMAEForPreTraining.from_pretrained(pretrained_model_name_or_path)
         state = {k: v for k, v in mae.vit.state_dict().items() if not k.startswith("layernorm.")}
+        if not has_position_embeddings(state["embeddings.position_embeddings"]):
+            warnings.warn(
+                f"The ViTMAE checkpoint {pretrained_model_name_or_path} has all-zero position embeddings: it was "
+                "pretrained without positions (transformers 5.x leaves a new ViTMAE's sin-cos embeddings at zero; "
+                "livt_hf.mae.new_vitmae restores them). Fine-tuning learns positions from zero; pretrain it again "
+                "with this version of run_pretrain_mae.py for a useful start.",
+                stacklevel=2,
+            )
         state["embeddings.position_embeddings"] = resize_position_embeddings(
             state["embeddings.position_embeddings"], config.image_size // config.patch_size
         )

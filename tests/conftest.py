@@ -5,9 +5,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any HF import: tests neve
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from transformers import ViTMAEConfig, ViTMAEForPreTraining  # noqa: E402
+from transformers import ViTMAEConfig  # noqa: E402
 
 from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
+from livt_hf.mae import new_vitmae  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,5 +39,5 @@ def fashion_mnist():
 def tiny_mae_dir(tmp_path_factory):
     """A randomly initialised, tiny ViTMAE checkpoint (28 px, 1 channel, patch 7)."""
     path = tmp_path_factory.mktemp("tiny_mae")
-    ViTMAEForPreTraining(ViTMAEConfig(**TINY_MAE)).save_pretrained(path)
+    new_vitmae(ViTMAEConfig(**TINY_MAE)).save_pretrained(path)
     return path

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from conftest import REPO, TINY_MAE
+from livt_hf.mae import new_vitmae
 from livt_hf.metrics import per_class_accuracy
 from livt_hf.metrics.calibration import reliability_bins
 from livt_hf.plots import (
@@ -166,7 +167,7 @@ def test_mae_panels_are_seeded_and_keep_the_training_mode(tiny_mae, images):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mae_figure_shows_unnormalised_images(channels):
-    model = ViTMAEForPreTraining(ViTMAEConfig(**TINY_MAE | {"num_channels": channels}))
+    model = new_vitmae(ViTMAEConfig(**TINY_MAE | {"num_channels": channels}))
     images = torch.randn(2, channels, 28, 28, generator=torch.Generator().manual_seed(1))
     mean, std = [0.2, 0.4, 0.6][:channels], [0.3, 0.2, 0.1][:channels]
     panels = mae_reconstruction_panels(model, images)
