@@ -3,7 +3,7 @@
 compared on the validation split (the split every default is chosen on; the test split is not read here).
 
     python benchmarks/ablate.py recipes/ablation/demo_factors.json --jobs 2
-    python benchmarks/ablate.py recipes/ablation/demo_factors.json --only demo "crop 1.0"
+    python benchmarks/ablate.py recipes/ablation/demo_factors.json --only "defaults, MGP 12 epochs" "scratch start"
 
 A recipe holds `seeds`, the `base` flags of each stage (`pretrain`, `finetune`) and `variants`: a name → the flags
 it changes (`{"finetune": {"crop_min_scale": 1.0}}`), or `"start": "scratch"` to fine-tune a randomly initialised
