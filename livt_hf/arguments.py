@@ -28,10 +28,17 @@ from .optim import check_layer_decay
 class DataArguments:
     """Where the images come from and how the long-tailed split is built (default: Fashion-MNIST-LT, ρ = 100)."""
 
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hugging Face Hub dataset (needs network)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hugging Face dataset: a Hub name (needs network), a local folder saved with save_to_disk, "
+                  "or a local folder of data files in the Hub layout (data/train-*.parquet, data/test-*.parquet)."},
+    )  # fmt: skip
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
-    image_column_name: str = field(default="image", metadata={"help": "Image column of a Hub dataset."})
-    label_column_name: str = field(default="label", metadata={"help": "Label column of a Hub dataset."})
+    image_column_name: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
+    label_column_name: str = field(
+        default="label",
+        metadata={"help": "Label column of --dataset_name: a ClassLabel, or integers / strings (classes sorted)."},
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Image folder `class_name/*.jpg` for training."})
     validation_dir: str | None = field(default=None, metadata={"help": "Optional image folder for validation."})
     test_dir: str | None = field(default=None, metadata={"help": "Image folder for the reported test split."})

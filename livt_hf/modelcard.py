@@ -29,6 +29,9 @@ RECIPE_KEYS = {
 
 def dataset_of(data_args: Mapping) -> tuple[str, str]:
     """(Hub-style id, human description) of the source a run's `DataArguments` name."""
+    if data_args.get("dataset_name") and Path(data_args["dataset_name"]).is_dir():
+        folder = Path(data_args["dataset_name"])
+        return folder.name, f"the local Hugging Face dataset `{folder}`"
     if data_args.get("dataset_name"):
         return data_args["dataset_name"], f"`{data_args['dataset_name']}` (Hugging Face Hub)"
     if data_args.get("train_dir"):
