@@ -25,8 +25,8 @@ from livt_hf.data import (
     Mixer,
     attach_transforms,
     build_train_sampler,
+    checkpoint_processor,
     device_train_data,
-    image_processor,
     prepare_splits,
 )
 from livt_hf.losses import LOSS_DEFAULTS
@@ -43,12 +43,12 @@ from livt_hf.plots import plot_finetune_results
 from livt_hf.prior_shift import predicted_prior
 from livt_hf.runs import (
     fit_epochs_to_min_steps,
-    infer_num_channels,
     logger,
     read_run_config,
     run_record,
     save_run_config,
     start_run,
+    warn_on_channel_conversion,
 )
 from livt_hf.trainer import BalancedTrainer, long_tail_compute_metrics
 
@@ -85,10 +85,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     config = model.config
     logger.info("Loss %s (τ = %g), train class counts %s", config.loss, config.tau, config.class_counts)
 
-    data_channels = infer_num_channels(splits["train"])
-    if data_channels != config.num_channels:
-        logger.warning("Images have %d channel(s), the checkpoint %d: they are converted to %s.",
-                       data_channels, config.num_channels, "grayscale" if config.num_channels == 1 else "RGB")
+    warn_on_channel_conversion(splits["train"], config.num_channels)
     train_sampler = build_train_sampler(
         splits["train"]["label"],
         data_args.train_sampler,
@@ -99,7 +96,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     )
     mixer = Mixer(mixing_args.mixing, split_info.train_counts, **mixing_args.mixer_params())
     logger.info("Sampler %s, mixing %s", data_args.train_sampler, mixing_args)
-    processor = image_processor(config.image_size, config.num_channels)
+    processor, inputs = checkpoint_processor(model_args.mae_checkpoint, config.image_size, config.num_channels)
     augmentation = dict(auto_augment=data_args.auto_augment, random_erasing=data_args.random_erasing)
     train_dataset, device_images = splits["train"], None
     if data_args.augment_on_device:
@@ -158,7 +155,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         plots = plot_finetune_results(out / "plots", report, test.predictions, test.label_ids, config.loss,
                                       trainer.state.log_history)  # fmt: skip
         trainer.model_card = finetune_model_card(
-            out, report, split_info, record, read_run_config(model_args.mae_checkpoint), plots
+            out, report, split_info, record, inputs, read_run_config(model_args.mae_checkpoint), plots
         )
         trainer.create_model_card()  # README.md; push_to_hub below uploads this card, not Trainer's
         save_run_config(out, record)

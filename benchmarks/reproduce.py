@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, ViTMAEConfig
+from transformers import HfArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from livt_hf.arguments import PretrainModelArguments  # noqa: E402
-from livt_hf.mae import new_vitmae  # noqa: E402
+from livt_hf.mae import new_vitmae, new_vitmae_config  # noqa: E402
 
 METRICS = ("accuracy", "many_accuracy", "medium_accuracy", "few_accuracy", "head_accuracy", "middle_accuracy",
            "tail_accuracy")  # fmt: skip
@@ -98,8 +98,7 @@ def execute(run: Run, work: Path, recipe: dict) -> None:
         (model_args,) = HfArgumentParser(PretrainModelArguments).parse_dict(
             {k: v for k, v in recipe["pretrain"].items() if k in PretrainModelArguments.__dataclass_fields__}
         )
-        config = ViTMAEConfig(**vars(model_args) | {"num_channels": model_args.num_channels or 1})
-        new_vitmae(config).save_pretrained(out)
+        new_vitmae(new_vitmae_config(model_args, model_args.num_channels or 1)).save_pretrained(out)
     else:
         script = "run_pretrain_mae.py" if run.stage == "pretrain" else "run_finetune_balanced.py"
         flags = run.flags | {"output_dir": str(out), "overwrite_output_dir": True}

@@ -20,6 +20,7 @@ from .data.samplers import SAMPLERS
 from .data.transforms import auto_augment_transform, check_crop_and_erasing
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
+from .mae import NEW_MAE_GEOMETRY
 from .optim import check_layer_decay
 
 
@@ -28,10 +29,17 @@ from .optim import check_layer_decay
 class DataArguments:
     """Where the images come from and how the long-tailed split is built (default: Fashion-MNIST-LT, ρ = 100)."""
 
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hugging Face Hub dataset (needs network)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hugging Face dataset: a Hub name (needs network), a local folder saved with save_to_disk, "
+                  "or a local folder of data files in the Hub layout (data/train-*.parquet, data/test-*.parquet)."},
+    )  # fmt: skip
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
-    image_column_name: str = field(default="image", metadata={"help": "Image column of a Hub dataset."})
-    label_column_name: str = field(default="label", metadata={"help": "Label column of a Hub dataset."})
+    image_column_name: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
+    label_column_name: str = field(
+        default="label",
+        metadata={"help": "Label column of --dataset_name: a ClassLabel, or integers / strings (classes sorted)."},
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Image folder `class_name/*.jpg` for training."})
     validation_dir: str | None = field(default=None, metadata={"help": "Optional image folder for validation."})
     test_dir: str | None = field(default=None, metadata={"help": "Image folder for the reported test split."})
@@ -193,32 +201,57 @@ class FinetuneDataArguments(DataArguments):
             check_batched_auto_augment(self.auto_augment)
 
 
+def _geometry_flag(name: str):
+    """A ViTMAE shape flag: unset (None) unless given, so that a checkpoint's geometry is only checked against flags
+    the user passed; a new model takes `NEW_MAE_GEOMETRY`'s value."""
+    return field(default=None, metadata={"help": f"Default {NEW_MAE_GEOMETRY[name]}, or the checkpoint's."})
+
+
 @dataclass
 class PretrainModelArguments:
-    """ViTMAE geometry (defaults: a small ViT for 28-px Fashion-MNIST) and the MGP objective."""
+    """The ViTMAE to train: a new one (geometry defaults: a small ViT for 28-px Fashion-MNIST) or a checkpoint whose
+    weights MGP continues from (its geometry then; a geometry flag may only repeat it), and the MGP objective."""
 
-    image_size: int = field(default=28, metadata={"help": "Input resolution (square)."})
-    patch_size: int = field(default=7)
-    num_channels: int | None = field(default=None, metadata={"help": "1 or 3; default: from the training images."})
-    hidden_size: int = field(default=192)
-    num_hidden_layers: int = field(default=4)
-    num_attention_heads: int = field(default=3)
-    intermediate_size: int = field(default=768)
-    decoder_hidden_size: int = field(default=96)
-    decoder_num_hidden_layers: int = field(default=2)
-    decoder_num_attention_heads: int = field(default=3)
-    decoder_intermediate_size: int = field(default=384)
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue MGP from this ViTMAE checkpoint (folder or Hub id, e.g. facebook/vit-mae-base): "
+                  "its weights, geometry and image processor. Default: a new, randomly initialised ViTMAE."},
+    )  # fmt: skip
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Input resolution (square). New model: default 28. Checkpoint: default its own; another size "
+                  "recomputes MAE's fixed sin-cos position embeddings for the new patch grid."},
+    )  # fmt: skip
+    patch_size: int | None = _geometry_flag("patch_size")
+    num_channels: int | None = field(
+        default=None, metadata={"help": "1 or 3; default: the checkpoint's, or chosen from the training images."}
+    )
+    hidden_size: int | None = _geometry_flag("hidden_size")
+    num_hidden_layers: int | None = _geometry_flag("num_hidden_layers")
+    num_attention_heads: int | None = _geometry_flag("num_attention_heads")
+    intermediate_size: int | None = _geometry_flag("intermediate_size")
+    decoder_hidden_size: int | None = _geometry_flag("decoder_hidden_size")
+    decoder_num_hidden_layers: int | None = _geometry_flag("decoder_num_hidden_layers")
+    decoder_num_attention_heads: int | None = _geometry_flag("decoder_num_attention_heads")
+    decoder_intermediate_size: int | None = _geometry_flag("decoder_intermediate_size")
     mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked (LiVT: 0.75)."})
-    norm_pix_loss: bool = field(default=True, metadata={"help": "Reconstruct per-patch normalised pixels."})
+    norm_pix_loss: bool = field(
+        default=True, metadata={"help": "Reconstruct per-patch normalised pixels (LiVT; also when a checkpoint was not)."}
+    )
 
     def __post_init__(self):
         if self.num_channels not in (None, 1, 3):
             raise ValueError(
                 f"--num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}; leave it out to choose "
-                "from the training images."
+                "from the training images (or to take the checkpoint's)."
             )
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"--mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        if self.model_name_or_path is not None:
+            return  # the geometry is the checkpoint's, checked against these flags when it is loaded
+        for name, value in NEW_MAE_GEOMETRY.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.image_size % self.patch_size:
             raise ValueError(f"--image_size {self.image_size} is not a multiple of --patch_size {self.patch_size}.")
 

@@ -29,6 +29,9 @@ RECIPE_KEYS = {
 
 def dataset_of(data_args: Mapping) -> tuple[str, str]:
     """(Hub-style id, human description) of the source a run's `DataArguments` name."""
+    if data_args.get("dataset_name") and Path(data_args["dataset_name"]).is_dir():
+        folder = Path(data_args["dataset_name"])
+        return folder.name, f"the local Hugging Face dataset `{folder}`"
     if data_args.get("dataset_name"):
         return data_args["dataset_name"], f"`{data_args['dataset_name']}` (Hugging Face Hub)"
     if data_args.get("train_dir"):
@@ -95,10 +98,12 @@ def finetune_model_card(
     report: Mapping,
     split: LongTailSplit,
     run_config: Mapping,
+    inputs: str,
     pretrain_run_config: Mapping | None = None,
     plots: Mapping[str, Path] | None = None,
 ) -> ModelCard:
-    """The card of a BFT run: split, results (groups, calibration, per class), plots, both stages' recipes, usage."""
+    """The card of a BFT run: split, results (groups, calibration, per class), plots, both stages' recipes, usage.
+    `inputs` says what the image processor does and where its mean and std come from (`checkpoint_processor`)."""
     output_dir = Path(output_dir)
     dataset_id, description = dataset_of(run_config["FinetuneDataArguments"])
     name = f"{dataset_id.split('/')[-1]}-LT" if split.profile != "none" else dataset_id.split("/")[-1]
@@ -119,6 +124,7 @@ def finetune_model_card(
 A Vision Transformer for long-tailed image classification, trained with livt-hf:
 LiVT's masked generative pretraining on the long-tailed data itself, then balanced fine-tuning with the `{loss}` loss.
 Its config carries the train class counts (the train prior) and the test prior it predicts for.
+Inputs: {inputs} (`preprocessor_config.json`).
 
 ## Long-tailed split ({name})
 
@@ -146,17 +152,26 @@ The model's code is saved with it (`trust_remote_code=True`); with `livt_hf` ins
 
 
 def pretrain_model_card(
-    output_dir: str | Path, split: LongTailSplit, run_config: Mapping, eval_loss: float, plots: Mapping[str, Path]
+    output_dir: str | Path,
+    split: LongTailSplit,
+    run_config: Mapping,
+    eval_loss: float,
+    plots: Mapping[str, Path],
+    inputs: str,
 ) -> ModelCard:
-    """The card of an MGP checkpoint: split, recipe, validation reconstruction loss, reconstructions, curves."""
+    """The card of an MGP checkpoint: where its weights started, its inputs (`checkpoint_processor`'s sentence),
+    split, recipe, validation reconstruction loss, reconstructions, curves."""
     output_dir = Path(output_dir)
     dataset_id, description = dataset_of(run_config["PretrainDataArguments"])
+    start = run_config["PretrainModelArguments"]["model_name_or_path"]
+    start = f"MGP continued from the weights of `{start}`" if start else "MGP from randomly initialised weights"
     data = ModelCardData(library_name="transformers", datasets=[dataset_id],
                          tags=["livt", "long-tailed", "vit-mae", "livt-hf"], model_name=output_dir.name)  # fmt: skip
     body = f"""# {output_dir.name}
 
 A ViTMAE checkpoint from LiVT's masked generative pretraining on a long-tailed split, trained with livt-hf: the
 starting point of balanced fine-tuning (`run_finetune_balanced.py --mae_checkpoint {output_dir.name}`).
+{start}. Inputs: {inputs} (`preprocessor_config.json`).
 Validation reconstruction loss (masked patches, normalised pixels): {eval_loss:.4f}.
 
 ## Long-tailed split

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torchvision.ops import stochastic_depth
-from transformers import AutoConfig, PreTrainedModel, ViTMAEForPreTraining
+from transformers import PreTrainedModel, ViTMAEForPreTraining
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
@@ -33,7 +33,7 @@ from .losses import (
     resolve_test_prior,
     subtract_shift,
 )
-from .mae import has_position_embeddings
+from .mae import check_geometry, has_position_embeddings, load_mae_config
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -182,30 +182,15 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         the checkpoint's value. A different `image_size` resizes the position embeddings once, here. Every encoder
         tensor must load: anything missing or left over (other than MAE's decoder and final norm) is an error.
         """
-        try:
-            mae_config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
-        except OSError as err:
-            raise FileNotFoundError(
-                f"No ViTMAE checkpoint at {pretrained_model_name_or_path} ({err}). Run `python run_pretrain_mae.py` "
-                "first, or pass --mae_checkpoint with a ViTMAE folder (or a Hub id when online)."
-            ) from err
-        if mae_config.model_type != "vit_mae":
-            raise ValueError(
-                f"{pretrained_model_name_or_path} is a {mae_config.model_type!r} checkpoint, not a ViTMAE one. "
-                "Fine-tuning starts from the output of run_pretrain_mae.py (or another ViTMAEForPreTraining "
-                "checkpoint); to reload a fine-tuned LiVT model use LiVTForImageClassification.from_pretrained."
-            )
-        mismatched = {
-            k: (config_kwargs[k], getattr(mae_config, k))
-            for k in ENCODER_GEOMETRY
-            if k in config_kwargs and config_kwargs[k] != getattr(mae_config, k)
-        }
-        if mismatched:
-            detail = ", ".join(f"{k}: asked {a}, checkpoint has {b}" for k, (a, b) in mismatched.items())
-            raise ValueError(
-                f"The checkpoint {pretrained_model_name_or_path} has another encoder geometry ({detail}). Its "
-                "weights cannot be loaded into that shape: drop those settings or pretrain a matching model."
-            )
+        mae_config = load_mae_config(
+            pretrained_model_name_or_path,
+            missing="Run `python run_pretrain_mae.py` first, or pass --mae_checkpoint with a ViTMAE folder (or a Hub "
+            "id when online).",
+            other="Fine-tuning starts from the output of run_pretrain_mae.py (or another ViTMAEForPreTraining "
+            "checkpoint); to reload a fine-tuned LiVT model use LiVTForImageClassification.from_pretrained.",
+        )
+        check_geometry(pretrained_model_name_or_path, mae_config, config_kwargs, ENCODER_GEOMETRY,
+                       fix="drop those settings or pretrain a matching model")  # fmt: skip
         config = LiVTConfig(**{k: getattr(mae_config, k) for k in ENCODER_FIELDS} | config_kwargs)
         model = cls(config)
         mae = ViTMAEForPreTraining.from_pretrained(pretrained_model_name_or_path)

@@ -159,6 +159,14 @@ def infer_num_channels(dataset: datasets.Dataset) -> int:
     return channels
 
 
+def warn_on_channel_conversion(dataset: datasets.Dataset, num_channels: int) -> None:
+    """Warn when the train images' channels (`infer_num_channels`) are not the checkpoint's: they are converted."""
+    data_channels = infer_num_channels(dataset)
+    if data_channels != num_channels:
+        logger.warning("Images have %d channel(s), the checkpoint %d: they are converted to %s.",
+                       data_channels, num_channels, "grayscale" if num_channels == 1 else "RGB")  # fmt: skip
+
+
 def run_record(*arg_objects) -> dict:
     """Every argument (one entry per dataclass) and the library versions: what `run_config.json` holds."""
     record = {type(a).__name__: _jsonable(dataclasses.asdict(a)) for a in arg_objects}
@@ -195,4 +203,5 @@ __all__ = [
     "save_run_config",
     "setup_logging",
     "start_run",
+    "warn_on_channel_conversion",
 ]

@@ -2,9 +2,13 @@
 
 import gzip
 
+import logging
+
 import numpy as np
 import pytest
 import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from livt_hf.arguments import DataArguments
@@ -19,6 +23,7 @@ from livt_hf.data import (
     load_split_lists,
     train_transform,
 )
+from livt_hf.data.sources import standardize_columns
 
 
 def test_fashion_mnist_source(fashion_mnist):
@@ -129,10 +134,6 @@ def test_eval_transform_is_deterministic_and_train_transform_is_not():
 
 
 def test_hub_style_columns_are_renamed_and_labels_encoded_consistently():
-    from datasets import Dataset, DatasetDict
-
-    from livt_hf.data.sources import standardize_columns
-
     img = Image.new("RGB", (4, 4))
     raw = DatasetDict({
         "train": Dataset.from_dict({"img": [img] * 3, "fine_label": ["owl", "cat", "owl"], "extra": [1, 2, 3]}),
@@ -168,3 +169,61 @@ def test_data_arguments_pick_the_source(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Could not load the dataset 'user/data'"):
         load_source(DataArguments(dataset_name="user/data", dataset_config_name="fine"))
     assert seen == {"name": "user/data", "config": "fine"}
+
+
+def _image_dataset(labels: list, features: Features | None = None) -> Dataset:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)) for _ in labels]
+    return Dataset.from_dict({"img": images, "y": labels}, features=features)
+
+
+def test_dataset_name_takes_a_folder_saved_with_save_to_disk(tmp_path):
+    features = Features({"img": ImageFeature(), "y": ClassLabel(names=["owl", "cat"])})
+    train, test = _image_dataset([0, 1, 1], features), _image_dataset([1, 0], features)
+    DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "dict")
+    ds = load_source(DataArguments(dataset_name=str(tmp_path / "dict"), image_column_name="img", label_column_name="y"))
+    assert ds["train"].features["label"].names == ["owl", "cat"] and ds["test"]["label"] == [1, 0]
+    assert np.array_equal(np.asarray(ds["train"][2]["image"]), np.asarray(train[2]["img"]))
+    # one Dataset.save_to_disk folder per split
+    train.save_to_disk(tmp_path / "splits" / "train")
+    test.save_to_disk(tmp_path / "splits" / "test")
+    ds = load_source(DataArguments(dataset_name=str(tmp_path / "splits"), image_column_name="img", label_column_name="y"))
+    assert sorted(ds) == ["test", "train"] and ds["train"]["label"] == [0, 1, 1]
+    with pytest.raises(ValueError, match=r"holds one Dataset saved with save_to_disk, without splits.*DatasetDict\("):
+        load_hub_dataset(str(tmp_path / "splits" / "train"))
+    with pytest.raises(ValueError, match="--dataset_config_name 'fine': .* saved with save_to_disk"):
+        load_hub_dataset(str(tmp_path / "dict"), "fine", "img", "y")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="Could not load the local folder .*empty as a dataset.*save_to_disk"):
+        load_hub_dataset(str(tmp_path / "empty"))
+
+
+def test_dataset_name_takes_a_folder_of_parquet_files_in_the_hub_layout(tmp_path):
+    features = Features({"img": ImageFeature(), "y": ClassLabel(names=["owl", "cat", "dog"])})
+    (tmp_path / "data").mkdir()
+    for split, labels in {"train": [0, 1, 2, 2], "test": [2, 0]}.items():
+        _image_dataset(labels, features).to_parquet(tmp_path / "data" / f"{split}-00000-of-00001.parquet")
+    ds = load_source(DataArguments(dataset_name=str(tmp_path), image_column_name="img", label_column_name="y"))
+    assert ds["train"].features["label"].names == ["owl", "cat", "dog"] and ds["test"]["label"] == [2, 0]
+    assert ds["train"][0]["image"].size == (6, 6)
+
+
+def test_plain_integer_and_string_labels_become_sorted_classes(caplog):
+    raw = DatasetDict({"train": _image_dataset([10, 3, 7, 3]), "test": _image_dataset([7, -1])})
+    with caplog.at_level(logging.INFO, logger="livt_hf"):
+        ds = standardize_columns(raw, "img", "y")
+    assert ds["train"].features["label"].names == ["3", "7", "10"]  # numeric order, not '10' < '3'
+    assert ds["train"]["label"] == [2, 0, 1, 0] and ds["test"]["label"] == [1, -1]  # -1 stays unlabelled
+    assert "The label column 'y' holds plain integer values, not a ClassLabel: its 3 classes get the ids of their " \
+           "sorted order (numeric): 0 = '3', 1 = '7', 2 = '10'." in caplog.text  # fmt: skip
+    strings = DatasetDict({"train": _image_dataset(["b", "a", None]), "test": _image_dataset(["a"])})
+    ds = standardize_columns(strings, "img", "y")
+    assert ds["train"].features["label"].names == ["a", "b"] and ds["train"]["label"] == [1, 0, -1]
+    for bad, message in (
+        (DatasetDict({"train": _image_dataset([0.5, 1.0]), "test": _image_dataset([1.0])}),
+         r"The label column 'y' of split 'train' holds Value\('float64'\), not class labels.*cast_column\('y', ClassLabel"),
+        (DatasetDict({"train": _image_dataset([1, 2]), "test": _image_dataset(["1"])}),
+         r"The label column 'y' holds integers in some splits and strings in others"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            standardize_columns(bad, "img", "y")

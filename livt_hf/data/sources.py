@@ -1,7 +1,8 @@
 """Every data source becomes a `DatasetDict` with an `image` (`datasets.Image`) and a `label` (`ClassLabel`) column.
 
-Sources: Fashion-MNIST idx files (the offline default), a Hub dataset name, image folders, and split lists of
-`relative/path label` lines (the format ImageNet-LT, Places-LT and iNat18 are distributed in).
+Sources: Fashion-MNIST idx files (the offline default), a Hugging Face dataset (a Hub name, a folder saved with
+`save_to_disk`, or a folder of data files in the Hub layout), image folders, and split lists of `relative/path label`
+lines (the format ImageNet-LT, Places-LT and iNat18 are distributed in).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset, load_from_disk
+from datasets import config as datasets_config
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 logger = logging.getLogger(__name__)
@@ -72,17 +74,52 @@ def load_hub_dataset(
     label_column: str = "label",
     cache_dir: str | None = None,
 ) -> DatasetDict:
-    """A Hub dataset, with its image and label columns renamed to `image` / `label`."""
+    """A Hugging Face dataset, with its image and label columns renamed to `image` / `label`: a Hub name, or a local
+    folder, saved with `DatasetDict.save_to_disk` (or one `Dataset.save_to_disk` folder per split) or holding data
+    files in the Hub layout (`data/train-00000-of-00001.parquet`, `data/test-…`), which `load_dataset` reads."""
+    saved = saved_dataset(name)
+    if saved is not None:
+        if config_name is not None:
+            raise ValueError(
+                f"--dataset_config_name {config_name!r}: {name} was saved with save_to_disk, which keeps one "
+                "configuration and no names. Drop --dataset_config_name."
+            )
+        return standardize_columns(saved, image_column, label_column)
     try:
         dataset = load_dataset(name, config_name, cache_dir=cache_dir)
     except Exception as err:  # the hub client raises many types; all mean the same thing to the user
+        if Path(name).is_dir():
+            raise RuntimeError(
+                f"Could not load the local folder {name} as a dataset ({type(err).__name__}: {err}). It must hold a "
+                "dataset saved with DatasetDict.save_to_disk, or data files in the Hub layout (data/train-*.parquet, "
+                "data/test-*.parquet; or train/ and test/ folders of files)."
+            ) from err
         raise RuntimeError(
             f"Could not load the dataset {name!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
-            "Check the name and your network (HF_HUB_OFFLINE=1 forbids downloads), or use local data: "
-            "--train_dir/--test_dir image folders, --train_list/--test_list with --image_root, or the default "
-            "Fashion-MNIST files."
+            "Check the name and your network (HF_HUB_OFFLINE=1 forbids downloads), or use local data: a dataset "
+            "folder saved with save_to_disk, --train_dir/--test_dir image folders, --train_list/--test_list with "
+            "--image_root, or the default Fashion-MNIST files."
         ) from err
     return standardize_columns(dataset, image_column, label_column)
+
+
+def saved_dataset(folder: str) -> DatasetDict | None:
+    """The dataset `save_to_disk` wrote into `folder`: a `DatasetDict`, or one saved `Dataset` per split subfolder
+    (`folder/train`, `folder/test`); None when `folder` is not such a folder. A single saved `Dataset` has no splits
+    to train and test on, and is refused with the fix."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    if (root / datasets_config.DATASETDICT_JSON_FILENAME).is_file():
+        return load_from_disk(folder)
+    if (root / datasets_config.DATASET_STATE_JSON_FILENAME).is_file():
+        raise ValueError(
+            f"{folder} holds one Dataset saved with save_to_disk, without splits; training needs a train and a test "
+            "split. Save them together, DatasetDict({'train': train, 'test': test}).save_to_disk(folder), or each "
+            "into its own subfolder: train.save_to_disk(f'{folder}/train'), test.save_to_disk(f'{folder}/test')."
+        )
+    splits = sorted(p for p in root.iterdir() if (p / datasets_config.DATASET_STATE_JSON_FILENAME).is_file())
+    return DatasetDict({p.name: load_from_disk(p) for p in splits}) if splits else None
 
 
 def load_image_folders(train_dir: str, test_dir: str, validation_dir: str | None = None) -> DatasetDict:
@@ -183,16 +220,23 @@ def standardize_columns(dataset: DatasetDict, image_column: str, label_column: s
             )
     renames = {k: v for k, v in {image_column: "image", label_column: "label"}.items() if k != v}
     dataset = dataset.rename_columns(renames) if renames else dataset
-    return _shared_class_label(dataset.select_columns(["image", "label"]))
+    return _shared_class_label(dataset.select_columns(["image", "label"]), label_column)
 
 
-def _shared_class_label(dataset: DatasetDict) -> DatasetDict:
+# plain label values that name classes: integers and strings (floats, booleans, lists do not)
+CLASS_VALUE_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "string", "large_string")
+UNLABELLED = -1
+
+
+def _shared_class_label(dataset: DatasetDict, label_column: str) -> DatasetDict:
     """One `ClassLabel` for all splits, so that an id means the same class in train and test.
 
     Each Hub split carries its own label feature, and two `ClassLabel`s may list the classes in different orders or
     sets: ids are then matched by class name, keeping the train split's order and appending the classes only other
-    splits have (the split builder refuses those: they have no train images). Plain label values (strings, ints) become
-    the sorted union of all splits' values. A split with a `ClassLabel` beside one without cannot be matched.
+    splits have (the split builder refuses those: they have no train images). Plain label values (integers or strings)
+    become the sorted union of all splits' values (integers in numeric order, strings as strings), logged; -1 and
+    missing values stay unlabelled (-1), which the split builder refuses by name. Other plain values, and a split with
+    a `ClassLabel` beside one without, cannot be matched and are refused.
     """
     features = {split: ds.features["label"] for split, ds in dataset.items()}
     named = [split for split, feature in features.items() if isinstance(feature, ClassLabel)]
@@ -218,11 +262,38 @@ def _shared_class_label(dataset: DatasetDict) -> DatasetDict:
             differ, len(names), ", ".join(names[:10]) + (", …" if len(names) > 10 else ""),
         )
     else:
-        values = sorted({v for ds in dataset.values() for v in ds.unique("label")})
+        kind = _class_value_kind(features, label_column)
+        values = sorted({v for ds in dataset.values() for v in ds.unique("label")} - {None, UNLABELLED})
         names = [str(v) for v in values]
-        lookups = dict.fromkeys(features, {v: i for i, v in enumerate(values)})
+        lookup = {None: UNLABELLED, UNLABELLED: UNLABELLED} | {v: i for i, v in enumerate(values)}
+        lookups = dict.fromkeys(features, lookup)
+        logger.info(
+            "The label column %r holds plain %s values, not a ClassLabel: its %d classes get the ids of their sorted "
+            "order (%s): %s. The names are recorded in the model's config and lt_split.json.",
+            label_column, kind, len(names),
+            "numeric" if kind == "integer" else "as strings: 'class10' comes before 'class2'",
+            ", ".join(f"{i} = {n!r}" for i, n in enumerate(names[:10])) + (", …" if len(names) > 10 else ""),
+        )  # fmt: skip
     label = ClassLabel(names=names)
     return DatasetDict({split: _relabel(ds, lookups[split], label) for split, ds in dataset.items()})
+
+
+def _class_value_kind(features: dict, label_column: str) -> str:
+    """'integer' or 'string': what a plain label column holds, the same in every split; anything else is refused."""
+    for split, feature in features.items():
+        if not (isinstance(feature, Value) and feature.dtype in CLASS_VALUE_TYPES):
+            raise ValueError(
+                f"The label column {label_column!r} of split {split!r} holds {feature}, not class labels (a ClassLabel, "
+                "integers or strings). Point --label_column_name at the class column, or cast this one first: "
+                f"dataset.cast_column({label_column!r}, ClassLabel(names=[...]))."
+            )
+    kinds = {split: "string" if "string" in feature.dtype else "integer" for split, feature in features.items()}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(
+            f"The label column {label_column!r} holds integers in some splits and strings in others ({kinds}), so "
+            "their classes cannot be matched. Cast every split to one ClassLabel (`Dataset.cast_column`) first."
+        )
+    return next(iter(kinds.values()))
 
 
 def _relabel(dataset: Dataset, lookup: dict, label: ClassLabel) -> Dataset:

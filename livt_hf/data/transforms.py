@@ -7,6 +7,8 @@ augmentation is only ever attached to the train split; validation and test get t
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -16,6 +18,8 @@ import torch
 from datasets import DatasetDict
 from torchvision.transforms import v2 as T
 from transformers import ViTImageProcessor
+
+logger = logging.getLogger(__name__)
 
 
 def image_mode(num_channels: int) -> str:
@@ -176,8 +180,11 @@ def batch_transform(transform: Callable, num_channels: int, with_labels: bool = 
     return apply
 
 
-def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
-    """The processor saved with every checkpoint: its size, mean and std are what the transforms use.
+def image_processor(
+    image_size: int, num_channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> ViTImageProcessor:
+    """The processor saved with every checkpoint: its size, mean and std are what the transforms use (default mean and
+    std: 0.5 per channel, what a model trained from scratch here uses).
 
     Every processor converts its input to RGB (alpha on white), whatever the mode: HF processors have no grayscale
     step, and without the conversion a palette image would pass its indices, an RGBA one 4 channels. A grayscale
@@ -187,9 +194,64 @@ def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
     return ViTImageProcessor(
         do_convert_rgb=True,
         size={"height": image_size, "width": image_size},
-        image_mean=[0.5] * num_channels,
-        image_std=[0.5] * num_channels,
+        image_mean=list(mean) if mean is not None else [0.5] * num_channels,
+        image_std=list(std) if std is not None else [0.5] * num_channels,
     )
+
+
+def checkpoint_processor(checkpoint: str | None, image_size: int, num_channels: int) -> tuple[ViTImageProcessor, str]:
+    """The processor a run trains with and a sentence saying what it is and where its mean and std come from (for the
+    log, which gets it here, and the model card).
+
+    From the processor saved with `checkpoint` (folder or Hub id) when there is one: a model keeps seeing inputs
+    normalised as in its pretraining (the Hub's ViTMAEs: ImageNet's mean and std). Its size becomes `image_size`, the
+    model's input size. A checkpoint saved without a processor gets mean = std = 0.5, with a warning; so does a new
+    model (`checkpoint` None), without one.
+    """
+    if checkpoint is None:
+        return _described(image_processor(image_size, num_channels), "mean = std = 0.5, for a new model")
+    try:
+        saved = ViTImageProcessor.from_pretrained(checkpoint)
+    except OSError as err:
+        logger.warning("%s has no saved image processor (%s): its training inputs are normalised with mean = std = "
+                       "0.5. If it was pretrained with another mean and std, save its processor (preprocessor_config"
+                       ".json) beside it.", checkpoint, str(err).splitlines()[0])  # fmt: skip
+        return _described(image_processor(image_size, num_channels),
+                          f"mean = std = 0.5, the default ({checkpoint} has no saved image processor)")  # fmt: skip
+    if not (saved.do_rescale and math.isclose(saved.rescale_factor, 1 / 255) and saved.do_normalize):
+        raise ValueError(
+            f"The image processor of {checkpoint} has do_rescale {saved.do_rescale}, rescale_factor "
+            f"{saved.rescale_factor:g}, do_normalize {saved.do_normalize}; the training transforms scale pixels to [0, 1] "
+            "and normalise them with its mean and std, as a ViTImageProcessor does by default. Save one with those "
+            "defaults beside the checkpoint, or remove its preprocessor_config.json to use mean = std = 0.5."
+        )
+    mean, std = (_per_channel(saved, name, num_channels, checkpoint) for name in ("image_mean", "image_std"))
+    origin = f"the image processor saved with {checkpoint}"
+    saved_size = (saved.size["height"], saved.size["width"])
+    if saved_size != (image_size, image_size):
+        origin += f" (its {saved_size[0]} × {saved_size[1]} px become the model's {image_size} × {image_size})"
+    return _described(image_processor(image_size, num_channels, mean, std), origin)
+
+
+def _per_channel(processor: ViTImageProcessor, name: str, num_channels: int, checkpoint: str) -> list[float]:
+    """A processor's `image_mean` / `image_std` as one value per channel of the model (one value: every channel)."""
+    values = getattr(processor, name)
+    values = [float(v) for v in (values if isinstance(values, Sequence) else [values])]
+    if len(set(values)) == 1:
+        return values[:1] * num_channels
+    if len(values) != num_channels:
+        raise ValueError(
+            f"The image processor of {checkpoint} has {name} {values} for a {num_channels}-channel model: one value "
+            f"per channel is needed. Save a processor with {num_channels} value(s) beside the checkpoint."
+        )
+    return values
+
+
+def _described(processor: ViTImageProcessor, origin: str) -> tuple[ViTImageProcessor, str]:
+    size = processor.size["height"]
+    text = f"{size} × {size} px, mean {list(processor.image_mean)}, std {list(processor.image_std)}: {origin}"
+    logger.info("Image processor: %s.", text)
+    return processor, text
 
 
 def attach_transforms(
