@@ -33,7 +33,7 @@ from .losses import (
     resolve_test_prior,
     subtract_shift,
 )
-from .mae import check_geometry, has_position_embeddings, load_mae_config
+from .mae import check_geometry, has_position_embeddings, load_mae_config, sincos_position_embeddings
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -195,14 +195,18 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         model = cls(config)
         mae = ViTMAEForPreTraining.from_pretrained(pretrained_model_name_or_path)
         state = {k: v for k, v in mae.vit.state_dict().items() if not k.startswith("layernorm.")}
-        if not has_position_embeddings(state["embeddings.position_embeddings"]):
+        positions = state["embeddings.position_embeddings"]
+        if not has_position_embeddings(positions):  # as when continuing MGP (livt_hf.mae.mae_from_checkpoint)
             warnings.warn(
                 f"The ViTMAE checkpoint {pretrained_model_name_or_path} has all-zero position embeddings: it was "
                 "pretrained without positions (transformers 5.x leaves a new ViTMAE's sin-cos embeddings at zero; "
-                "livt_hf.mae.new_vitmae restores them). Fine-tuning learns positions from zero; pretrain it again "
-                "with this version of run_pretrain_mae.py for a useful start.",
+                "livt_hf.mae.new_vitmae restores them). Fine-tuning starts from MAE's sin-cos table instead; pretrain "
+                "it again with this version of run_pretrain_mae.py for a useful start.",
                 stacklevel=2,
             )
+            state["embeddings.position_embeddings"] = sincos_position_embeddings(
+                math.isqrt(positions.shape[1] - 1), positions.shape[-1]
+            ).to(positions.dtype)
         state["embeddings.position_embeddings"] = resize_position_embeddings(
             state["embeddings.position_embeddings"], config.image_size // config.patch_size
         )

@@ -47,13 +47,20 @@ def test_tokens_and_patch_projection_are_initialised_as_in_mae():
     assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
 
 
-def test_finetuning_from_a_checkpoint_without_positions_warns(tmp_path):
-    ViTMAEForPreTraining(ViTMAEConfig(**TINY_MAE)).save_pretrained(tmp_path)  # the zeros transformers leaves
+def test_finetuning_from_a_checkpoint_without_positions_warns_and_starts_from_sincos(tmp_path):
+    config = ViTMAEConfig(**TINY_MAE)
+    ViTMAEForPreTraining(config).save_pretrained(tmp_path)  # the zeros transformers leaves
     with pytest.warns(UserWarning, match="all-zero position embeddings"):
-        LiVTForImageClassification.from_mae_pretrained(tmp_path, num_labels=3, loss="ce")
+        model = LiVTForImageClassification.from_mae_pretrained(tmp_path, num_labels=3, loss="ce")
+    grid = config.image_size // config.patch_size
+    np.testing.assert_allclose(model.vit.embeddings.position_embeddings.detach().numpy(),
+                               mae_sincos(grid, config.hidden_size), atol=1e-6)  # fmt: skip
 
 
-def test_a_good_checkpoint_loads_without_that_warning(tiny_mae_dir):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*position embeddings.*")
-        LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, num_labels=3, loss="ce")
+def test_a_good_checkpoint_loads_without_that_warning_and_keeps_its_positions(tiny_mae_dir):
+    mae = ViTMAEForPreTraining.from_pretrained(tiny_mae_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = LiVTForImageClassification.from_mae_pretrained(tiny_mae_dir, num_labels=3, loss="ce")
+    assert not [w for w in caught if "position embeddings" in str(w.message)]
+    assert torch.equal(model.vit.embeddings.position_embeddings, mae.vit.embeddings.position_embeddings)
