@@ -167,4 +167,4 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
 
 if __name__ == "__main__":
     trainer, _ = main()
-    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
+    trainer.end_training()  # frees the process group: a distributed run exits 0

@@ -74,7 +74,7 @@ def main():
     if training_args.push_to_hub:
         trainer.push_to_hub()
     logger.info("Validation reconstruction loss %.4f; checkpoint in %s", metrics["eval_loss"], training_args.output_dir)
-    trainer.accelerator.end_training()  # closes the process group: a distributed run exits cleanly
+    trainer.end_training()  # frees the process group: a distributed run exits 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ mixed batches, drawn by a class-aware sampler."""
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -137,6 +138,24 @@ class LiVTTrainer(Trainer):
             "set --max_grad_norm, or train in fp32 (no --bf16/--fp16), then resume with --resume_from_checkpoint "
             "last or start again with --overwrite_output_dir."
         )
+
+    def end_training(self) -> None:
+        """Ends the run; in a distributed run, frees the process group while Python is still fully alive, so that
+        every process exits 0 (issue 15).
+
+        The cause of the abort this prevents: `destroy_process_group` only drops Python's references, and the DDP
+        wrapper's reducer still holds the gloo group, so its worker threads outlived `main()`. A worker that drops
+        the last reference to a finished collective after interpreter shutdown has begun must take the GIL to free
+        the tensors Python handed it; CPython ends such a thread with `pthread_exit`, whose unwinding through a C++
+        destructor calls `std::terminate`: "terminate called without an active exception" (SIGABRT) on a run whose
+        work was done. So the wrapper goes first, and our reference is the last one: dropping it runs the group's
+        destructor with the GIL released, which joins its worker threads here."""
+        world = torch.distributed.group.WORLD if torch.distributed.is_initialized() else None
+        self.model_wrapped = self.model
+        self.accelerator.free_memory()  # the prepared model (the DDP wrapper), optimizer, scheduler and loaders
+        self.accelerator.end_training()  # trackers, then destroy_process_group
+        gc.collect()  # a wrapper caught in a reference cycle
+        del world  # the last reference: ~ProcessGroupGloo joins its threads
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Our card (`self.model_card`, set by the scripts after training) where there is one, Trainer's otherwise:

@@ -11,10 +11,12 @@ import torch
 from transformers import HfArgumentParser
 
 from conftest import REPO
+from helpers.threads import GLOO_THREADS
 
 from livt_hf.arguments import FinetuneDataArguments
 from livt_hf.data import prepare_splits
 
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 SPLIT = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "301"]
 
 
@@ -26,8 +28,7 @@ def two_ranks(tmp_path_factory, tiny_mae_dir):
              "--per_device_eval_batch_size", "16",
              "--train_sampler", "sqrt", "--mixing", "mixup_cutmix", "--report_to", "none"]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               str(REPO / "tests/helpers/distributed_finetune.py"), str(tmp), *flags]  # fmt: skip
+    command = [*TWO_PROCESSES, str(REPO / "tests/helpers/distributed_finetune.py"), str(tmp), *flags]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -58,3 +59,29 @@ def test_evaluation_counts_each_test_image_once(two_ranks, tiny_mae_dir):
     results = json.loads((run_dir / "results.json").read_text())
     assert sum(c["eval_count"] for c in results["classes"]) == 301
     assert [c["eval_count"] for c in results["classes"]] == torch.bincount(test_labels, minlength=10).tolist()
+
+
+def test_no_gloo_thread_outlives_the_finetuning_run(two_ranks):
+    """Issue 15: gloo's threads, which could abort a finished process at interpreter shutdown (SIGABRT), are joined
+    by `end_training`, on both ranks."""
+    ranks, _, _ = two_ranks
+    for rank in ranks:
+        assert "python" in rank["threads_at_exit"] and not GLOO_THREADS & set(rank["threads_at_exit"])
+
+
+def test_pretraining_script_ends_with_no_gloo_thread_left(tmp_path):
+    """run_pretrain_mae.py's own ending (its `__main__`, as torchrun runs it) frees the process group."""
+    flags = [*SPLIT, "--output_dir", str(tmp_path / "mae"), "--use_cpu", "1", "--num_train_epochs", "1",
+             "--min_train_steps", "0", "--per_device_train_batch_size", "16", "--report_to", "none",
+             "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
+             "--decoder_hidden_size", "16", "--decoder_num_hidden_layers", "1", "--decoder_intermediate_size", "32",
+             "--decoder_num_attention_heads", "2"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [*TWO_PROCESSES, str(REPO / "tests/helpers/threads.py"), str(REPO / "run_pretrain_mae.py"), str(tmp_path),
+               *flags]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "mae" / "model.safetensors").exists()
+    for rank in (0, 1):
+        names = json.loads((tmp_path / f"threads_rank{rank}.json").read_text())
+        assert "python" in names and not GLOO_THREADS & set(names)

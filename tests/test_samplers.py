@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from helpers.threads import GLOO_THREADS
 from livt_hf.data import PairedDataset
 from livt_hf.data.long_tail import exponential_counts
 from livt_hf.data.samplers import (
@@ -132,6 +133,7 @@ def test_two_processes_see_disjoint_shares_of_one_sampled_sequence(tmp_path, kin
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
+    assert all(not GLOO_THREADS & set(r["threads_at_exit"]) for r in ranks)  # joined by `end_training` (issue 15)
 
     sys.path.insert(0, str(REPO / "tests/helpers"))
     from record_sampling import COUNTS as counts  # noqa: E402

@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import run_finetune_balanced  # noqa: E402
+from threads import live_thread_names  # noqa: E402
 
 
 def main(out_dir: str, *flags: str) -> None:
@@ -19,8 +20,10 @@ def main(out_dir: str, *flags: str) -> None:
     weights = {k: v.detach().cpu() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
     record = {"world": trainer.args.world_size, "weights": weights,
               "predictions": torch.as_tensor(test.predictions), "label_ids": torch.as_tensor(test.label_ids)}  # fmt: skip
-    torch.save(record, Path(out_dir, f"rank{trainer.args.process_index}.pt"))
-    trainer.accelerator.end_training()
+    rank = trainer.args.process_index
+    trainer.end_training()
+    record["threads_at_exit"] = live_thread_names()
+    torch.save(record, Path(out_dir, f"rank{rank}.pt"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import livt_hf.data.mixing
 from livt_hf import BalancedTrainer, LiVTConfig, LiVTForImageClassification
 from livt_hf.arguments import FinetuningArguments
 from livt_hf.data import Mixer, build_train_sampler
+from threads import live_thread_names
 
 COUNTS = [160, 80, 40, 20]  # 300 images: 15 batches of 10 per process and epoch
 EPOCHS = 2
@@ -74,13 +75,15 @@ def train(out_dir: str, kind: str, mixing: str, resume_from_checkpoint: str | No
 
 def main(out_dir: str, kind: str, mixing: str) -> None:
     whole = train(out_dir, kind, mixing)
-    draws = DRAWS.copy()
+    record = {"world": whole.args.world_size, "steps": whole.seen, "draws": DRAWS.copy()}
+    del whole  # its DDP wrapper holds the process group too: `end_training` below must be able to free it
     DRAWS.clear()
     resumed = train(out_dir, kind, mixing, resume_from_checkpoint=str(Path(out_dir, f"checkpoint-{RESUME_STEP}")))
-    record = {"world": whole.args.world_size, "steps": whole.seen, "draws": draws, "resumed_steps": resumed.seen,
-              "resumed_draws": DRAWS}  # fmt: skip
-    Path(out_dir, f"rank{whole.args.process_index}.json").write_text(json.dumps(record))
-    resumed.accelerator.end_training()  # without it a gloo worker thread can abort the process at exit
+    record |= {"resumed_steps": resumed.seen, "resumed_draws": DRAWS}
+    rank = resumed.args.process_index
+    resumed.end_training()
+    record["threads_at_exit"] = live_thread_names()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
 
 
 if __name__ == "__main__":
