@@ -143,13 +143,13 @@ class LiVTTrainer(Trainer):
         """Ends the run; in a distributed run, frees the process group while Python is still fully alive, so that
         every process exits 0 (issue 15).
 
-        The cause of the abort this prevents: `destroy_process_group` only drops Python's references, and the DDP
-        wrapper's reducer still holds the gloo group, so its worker threads outlived `main()`. A worker that drops
-        the last reference to a finished collective after interpreter shutdown has begun must take the GIL to free
-        the tensors Python handed it; CPython ends such a thread with `pthread_exit`, whose unwinding through a C++
-        destructor calls `std::terminate`: "terminate called without an active exception" (SIGABRT) on a run whose
-        work was done. So the wrapper goes first, and our reference is the last one: dropping it runs the group's
-        destructor with the GIL released, which joins its worker threads here."""
+        The cause of the exit abort this prevents ("terminate called without an active exception", SIGABRT, on a
+        rank whose work was done): `destroy_process_group` only drops Python's references, and the DDP wrapper's
+        reducer still holds the gloo group, so the group and its native threads (two `pt_gloo_runloop` workers,
+        the `gloo_tcp_loop`) outlived `main()` and were torn down during interpreter shutdown, where a gloo worker
+        that still has to release a collective's tensors needs the GIL, which CPython no longer grants
+        (pytorch/pytorch#179291 describes this abort). So the wrapper goes first and our reference is the last one:
+        dropping it runs the group's destructor with the GIL released, which joins those threads here."""
         world = torch.distributed.group.WORLD if torch.distributed.is_initialized() else None
         self.model_wrapped = self.model
         self.accelerator.free_memory()  # the prepared model (the DDP wrapper), optimizer, scheduler and loaders
