@@ -108,12 +108,16 @@ def sincos_position_embeddings(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([table.new_zeros(1, dim), table]).unsqueeze(0).float()
 
 
+def sincos_like(table: torch.Tensor) -> torch.Tensor:
+    """MAE's sin-cos table in the shape and dtype of a (1, 1 + grid², dim) position-embedding `table`."""
+    return sincos_position_embeddings(math.isqrt(table.shape[1] - 1), table.shape[-1]).to(table.dtype)
+
+
 def set_sincos_position_embeddings(model: ViTMAEForPreTraining) -> None:
     """Write MAE's sin-cos tables, for the model's own patch grid, into its encoder and decoder."""
     with torch.no_grad():
         for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
-            grid = math.isqrt(table.shape[1] - 1)
-            table.copy_(sincos_position_embeddings(grid, table.shape[-1]))
+            table.copy_(sincos_like(table))
 
 
 def mae_from_checkpoint(args) -> ViTMAEForPreTraining:
@@ -182,5 +186,6 @@ __all__ = [
     "new_vitmae",
     "new_vitmae_config",
     "set_sincos_position_embeddings",
+    "sincos_like",
     "sincos_position_embeddings",
 ]

@@ -33,7 +33,7 @@ from .losses import (
     resolve_test_prior,
     subtract_shift,
 )
-from .mae import check_geometry, has_position_embeddings, load_mae_config, sincos_position_embeddings
+from .mae import check_geometry, has_position_embeddings, load_mae_config, sincos_like
 
 # ITU-R 601-2 luma, PIL's RGB → 'L' weights; they sum to 1.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -204,9 +204,7 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
                 "it again with this version of run_pretrain_mae.py for a useful start.",
                 stacklevel=2,
             )
-            state["embeddings.position_embeddings"] = sincos_position_embeddings(
-                math.isqrt(positions.shape[1] - 1), positions.shape[-1]
-            ).to(positions.dtype)
+            state["embeddings.position_embeddings"] = sincos_like(positions)
         state["embeddings.position_embeddings"] = resize_position_embeddings(
             state["embeddings.position_embeddings"], config.image_size // config.patch_size
         )

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any HF import: tests never reach the network
 
@@ -11,6 +13,13 @@ from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
 from livt_hf.mae import new_vitmae  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_two_processes(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 ARGS`: gloo on the CPU, one thread per process, the repository importable."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
 TINY_MAE = dict(
     image_size=28,

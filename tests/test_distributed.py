@@ -2,21 +2,17 @@
 the gathered evaluation counts every test image exactly once, although the split does not divide into the batches."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import HfArgumentParser
 
-from conftest import REPO
+from conftest import REPO, TINY_MAE, run_two_processes
 from helpers.threads import GLOO_THREADS
 
 from livt_hf.arguments import FinetuneDataArguments
 from livt_hf.data import prepare_splits
 
-TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 SPLIT = ["--max_per_class", "50", "--imbalance_ratio", "10", "--validation_split", "0.1", "--max_test_samples", "301"]
 
 
@@ -27,9 +23,7 @@ def two_ranks(tmp_path_factory, tiny_mae_dir):
              "--num_train_epochs", "2", "--min_train_steps", "0", "--per_device_train_batch_size", "8",
              "--per_device_eval_batch_size", "16",
              "--train_sampler", "sqrt", "--mixing", "mixup_cutmix", "--report_to", "none"]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [*TWO_PROCESSES, str(REPO / "tests/helpers/distributed_finetune.py"), str(tmp), *flags]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
+    result = run_two_processes(REPO / "tests/helpers/distributed_finetune.py", tmp, *flags, cwd=tmp)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     return ranks, tmp / "run", result.stdout
@@ -71,15 +65,11 @@ def test_no_gloo_thread_outlives_the_finetuning_run(two_ranks):
 
 def test_pretraining_script_ends_with_no_gloo_thread_left(tmp_path):
     """run_pretrain_mae.py's own ending (its `__main__`, as torchrun runs it) frees the process group."""
-    flags = [*SPLIT, "--output_dir", str(tmp_path / "mae"), "--use_cpu", "1", "--num_train_epochs", "1",
-             "--min_train_steps", "0", "--per_device_train_batch_size", "16", "--report_to", "none",
-             "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
-             "--decoder_hidden_size", "16", "--decoder_num_hidden_layers", "1", "--decoder_intermediate_size", "32",
-             "--decoder_num_attention_heads", "2"]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [*TWO_PROCESSES, str(REPO / "tests/helpers/threads.py"), str(REPO / "run_pretrain_mae.py"), str(tmp_path),
-               *flags]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    tiny = [item for name, value in TINY_MAE.items() for item in (f"--{name}", str(value))]
+    flags = [*SPLIT, *tiny, "--output_dir", tmp_path / "mae", "--use_cpu", "1", "--num_train_epochs", "1",
+             "--min_train_steps", "0", "--per_device_train_batch_size", "16", "--report_to", "none"]  # fmt: skip
+    result = run_two_processes(REPO / "tests/helpers/threads.py", REPO / "run_pretrain_mae.py", tmp_path, *flags,
+                               cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "mae" / "model.safetensors").exists()
     for rank in (0, 1):

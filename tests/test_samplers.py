@@ -2,15 +2,13 @@
 per-rank sharding in a real 2-process (gloo) training run."""
 
 import json
-import os
-import subprocess
 import sys
 from collections import Counter
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, run_two_processes
 from helpers.threads import GLOO_THREADS
 from livt_hf.data import PairedDataset
 from livt_hf.data.long_tail import exponential_counts
@@ -126,10 +124,7 @@ def test_two_processes_see_disjoint_shares_of_one_sampled_sequence(tmp_path, kin
     interleave into exactly the sequence one process draws, so they are disjoint shares with the sampler's class
     distribution, re-seeded per epoch; UniMix's partners travel with their images. Each rank draws its own mixing
     factors, and a run resumed mid-epoch continues that epoch's order and draws on both ranks."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               str(REPO / "tests/helpers/record_sampling.py"), str(tmp_path), kind, mixing]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = run_two_processes(REPO / "tests/helpers/record_sampling.py", tmp_path, kind, mixing)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
