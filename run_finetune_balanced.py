@@ -2,6 +2,7 @@
 """LiVT stage 2, Balanced Fine-Tuning: a LiVT classifier from the MGP checkpoint, trained with Bal-BCE.
 
     python run_finetune_balanced.py                 # after run_pretrain_mae.py, Fashion-MNIST-LT (ρ = 100)
+    python run_finetune_balanced.py --from_scratch  # from a new ViTMAE encoder: no stage 1
     python run_finetune_balanced.py recipes/imagenet_lt_finetune.json
     python run_finetune_balanced.py --loss ce       # the plain-CE baseline on the same split
 
@@ -30,6 +31,7 @@ from livt_hf.data import (
     prepare_splits,
 )
 from livt_hf.losses import LOSS_DEFAULTS
+from livt_hf.mae import new_vitmae, scratch_vitmae_config
 from livt_hf.metrics import (
     calibration_metrics,
     fit_temperature,
@@ -43,6 +45,7 @@ from livt_hf.plots import plot_finetune_results
 from livt_hf.prior_shift import predicted_prior
 from livt_hf.runs import (
     fit_epochs_to_min_steps,
+    infer_num_channels,
     logger,
     read_run_config,
     run_record,
@@ -65,9 +68,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     splits, split_info = prepare_splits(data_args)
     fit_epochs_to_min_steps(training_args, len(splits["train"]))
     names = split_info.class_names
-    overrides = {"image_size": model_args.image_size} if model_args.image_size else {}
-    model = LiVTForImageClassification.from_mae_pretrained(
-        model_args.mae_checkpoint,
+    model_kwargs = dict(
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
         class_counts=split_info.train_counts,
@@ -80,8 +81,13 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         test_prior=model_args.test_prior,
         inference_test_prior=model_args.inference_test_prior,
         **{name: getattr(model_args, name) for name in LOSS_DEFAULTS},
-        **overrides,
     )
+    if model_args.from_scratch:
+        mae = new_vitmae(scratch_vitmae_config(model_args.image_size, infer_num_channels(splits["train"])))
+        model = LiVTForImageClassification.from_mae(mae, "a new ViTMAE (--from_scratch)", **model_kwargs)
+    else:
+        overrides = {"image_size": model_args.image_size} if model_args.image_size else {}
+        model = LiVTForImageClassification.from_mae_pretrained(model_args.mae_checkpoint, **model_kwargs, **overrides)
     config = model.config
     logger.info("Loss %s (τ = %g), train class counts %s", config.loss, config.tau, config.class_counts)
 
@@ -154,9 +160,8 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         record = run_record(model_args, data_args, mixing_args, training_args)
         plots = plot_finetune_results(out / "plots", report, test.predictions, test.label_ids, config.loss,
                                       trainer.state.log_history)  # fmt: skip
-        trainer.model_card = finetune_model_card(
-            out, report, split_info, record, inputs, read_run_config(model_args.mae_checkpoint), plots
-        )
+        pretraining = read_run_config(model_args.mae_checkpoint) if model_args.mae_checkpoint else None
+        trainer.model_card = finetune_model_card(out, report, split_info, record, inputs, pretraining, plots)
         trainer.create_model_card()  # README.md; push_to_hub below uploads this card, not Trainer's
         save_run_config(out, record)
         print(table)

@@ -20,7 +20,7 @@ RECIPE_KEYS = {
     "pretraining": ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "mask_ratio", "norm_pix_loss", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "learning_rate", "weight_decay", "crop_min_scale", "seed"),
-    "fine-tuning": ("mae_checkpoint", "loss", "tau", "test_prior", "num_train_epochs", "per_device_train_batch_size",
+    "fine-tuning": ("mae_checkpoint", "from_scratch", "loss", "tau", "test_prior", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "learning_rate", "layer_decay", "drop_path_rate", "weight_decay",
                     "label_smoothing_factor", "auto_augment", "random_erasing", "mixing", "mixup_alpha",
                     "cutmix_alpha", "unimix_alpha", "unimix_tau", "mix_until_epoch", "train_sampler", "seed"),
@@ -119,10 +119,18 @@ def finetune_model_card(
         if pretrain_run_config
         else ""
     )
+    model_args = run_config["FinetuneModelArguments"]
+    if model_args.get("from_scratch"):
+        start = f"balanced fine-tuning with the `{loss}` loss from a randomly initialised ViT (`--from_scratch`)."
+    elif pretrain_run_config:
+        start = f"LiVT's masked generative pretraining on the long-tailed data itself, then balanced fine-tuning with " \
+                f"the `{loss}` loss."
+    else:
+        start = f"balanced fine-tuning with the `{loss}` loss from the ViTMAE checkpoint `{model_args['mae_checkpoint']}`."
     body = f"""# {output_dir.name}
 
 A Vision Transformer for long-tailed image classification, trained with livt-hf:
-LiVT's masked generative pretraining on the long-tailed data itself, then balanced fine-tuning with the `{loss}` loss.
+{start}
 Its config carries the train class counts (the train prior) and the test prior it predicts for.
 Inputs: {inputs} (`preprocessor_config.json`).
 

@@ -175,30 +175,38 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
     def from_mae_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, **config_kwargs
     ) -> LiVTForImageClassification:
-        """Start fine-tuning from a ViTMAE checkpoint (folder or Hub id).
-
-        Encoder geometry comes from the checkpoint; `config_kwargs` set the rest (`num_labels`/`id2label`,
-        `class_counts`, `loss`, `tau`, `drop_path_rate`, `image_size` …) and may repeat a geometry field only with
-        the checkpoint's value. A different `image_size` resizes the position embeddings once, here. Every encoder
-        tensor must load: anything missing or left over (other than MAE's decoder and final norm) is an error.
-        """
+        """Start fine-tuning from a ViTMAE checkpoint (folder or Hub id): `from_mae` on its weights, after its config
+        was checked (a missing checkpoint, another model type or a conflicting geometry fails before any weights are
+        read or downloaded)."""
         mae_config = load_mae_config(
             pretrained_model_name_or_path,
-            missing="Run `python run_pretrain_mae.py` first, or pass --mae_checkpoint with a ViTMAE folder (or a Hub "
-            "id when online).",
+            missing="Run `python run_pretrain_mae.py` first, pass --mae_checkpoint with a ViTMAE folder (or a Hub id "
+            "when online), or --from_scratch for a randomly initialised ViTMAE.",
             other="Fine-tuning starts from the output of run_pretrain_mae.py (or another ViTMAEForPreTraining "
             "checkpoint); to reload a fine-tuned LiVT model use LiVTForImageClassification.from_pretrained.",
         )
-        check_geometry(pretrained_model_name_or_path, mae_config, config_kwargs, ENCODER_GEOMETRY,
-                       fix="drop those settings or pretrain a matching model")  # fmt: skip
-        config = LiVTConfig(**{k: getattr(mae_config, k) for k in ENCODER_FIELDS} | config_kwargs)
-        model = cls(config)
+        check_mae_geometry(pretrained_model_name_or_path, mae_config, config_kwargs)
         mae = ViTMAEForPreTraining.from_pretrained(pretrained_model_name_or_path)
+        return cls.from_mae(mae, str(pretrained_model_name_or_path), **config_kwargs)
+
+    @classmethod
+    def from_mae(cls, mae: ViTMAEForPreTraining, source: str, **config_kwargs) -> LiVTForImageClassification:
+        """A LiVT classifier with the encoder of `mae` (named `source` in messages): a pretrained one, or a new one
+        (`livt_hf.mae.new_vitmae`, the `--from_scratch` start).
+
+        Encoder geometry comes from `mae`; `config_kwargs` set the rest (`num_labels`/`id2label`, `class_counts`,
+        `loss`, `tau`, `drop_path_rate`, `image_size` …) and may repeat a geometry field only with the ViTMAE's value.
+        A different `image_size` resizes the position embeddings once, here. Every encoder tensor must load: anything
+        missing or left over (other than MAE's decoder and final norm) is an error.
+        """
+        check_mae_geometry(source, mae.config, config_kwargs)
+        config = LiVTConfig(**{k: getattr(mae.config, k) for k in ENCODER_FIELDS} | config_kwargs)
+        model = cls(config)
         state = {k: v for k, v in mae.vit.state_dict().items() if not k.startswith("layernorm.")}
         positions = state["embeddings.position_embeddings"]
         if not has_position_embeddings(positions):  # as when continuing MGP (livt_hf.mae.mae_from_checkpoint)
             warnings.warn(
-                f"The ViTMAE checkpoint {pretrained_model_name_or_path} has all-zero position embeddings: it was "
+                f"The ViTMAE checkpoint {source} has all-zero position embeddings: it was "
                 "pretrained without positions (transformers 5.x leaves a new ViTMAE's sin-cos embeddings at zero; "
                 "livt_hf.mae.new_vitmae restores them). Fine-tuning starts from MAE's sin-cos table instead; pretrain "
                 "it again with this version of run_pretrain_mae.py for a useful start.",
@@ -211,10 +219,15 @@ class LiVTForImageClassification(LiVTPreTrainedModel):
         missing, unexpected = model.vit.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
-                f"The ViTMAE encoder in {pretrained_model_name_or_path} does not match LiVT's: missing "
+                f"The ViTMAE encoder in {source} does not match LiVT's: missing "
                 f"{missing}, unexpected {unexpected}. Was it saved by another version of ViTMAE?"
             )
         return model
+
+
+def check_mae_geometry(source: str | os.PathLike, mae_config, config_kwargs: dict) -> None:
+    """A geometry setting in `config_kwargs` may only repeat the ViTMAE's own value."""
+    check_geometry(source, mae_config, config_kwargs, ENCODER_GEOMETRY, fix="drop those settings or pretrain a matching model")
 
 
 def resize_position_embeddings(position_embeddings: torch.Tensor, grid: int) -> torch.Tensor:

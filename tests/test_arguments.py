@@ -54,6 +54,7 @@ CASES = [
     (FinetuneDataArguments, ["--augment_on_device", "--auto_augment", "autoaugment"], r"--augment_on_device cannot run --auto_augment .autoaugment."),
     (FinetuningArguments, [*TRAINING, "--min_train_steps", "-1"], r"--min_train_steps must be ≥ 0"),
     (PretrainingArguments, [*TRAINING, "--max_steps", "50", "--min_train_steps", "100"], r"--max_steps 50 fixes the number of steps; --min_train_steps 100 would not act"),
+    (FinetuneModelArguments, ["--from_scratch", "--mae_checkpoint", "outputs/mae"], r"--from_scratch starts from a new, randomly initialised ViTMAE; --mae_checkpoint outputs/mae names one to start from"),
     (FinetuneModelArguments, ["--head_bias_init", "mean"], r"Unknown head_bias_init 'mean'; choose one of \('prior', 'zero'\)"),
 ]  # fmt: skip
 
@@ -72,6 +73,7 @@ def test_the_defaults_pass_their_own_checks_and_are_livts():
     assert (model.loss, model.tau, model.layer_decay, model.drop_path_rate) == ("bal_bce", 1.0, 1.0, 0.0)
     assert (model.head_init_std, model.head_bias_init, data.crop_min_scale) == (0.02, "prior", 1.0)
     assert mixing.mixing == "none" and (mae.mask_ratio, mae.norm_pix_loss) == (0.75, True)
+    assert (model.mae_checkpoint, model.from_scratch) == ("outputs/mae-fmnist-lt", False)  # run_pretrain_mae.py's output
 
 
 def test_the_script_refuses_before_touching_the_data(tmp_path):

@@ -5,6 +5,7 @@ mean and std reach the pixel values of both stages (per image and batched), the 
 import functools
 import json
 import logging
+import math
 import sys
 from contextlib import contextmanager
 
@@ -222,3 +223,32 @@ def test_the_processor_comes_from_the_checkpoint_or_falls_back_with_a_warning(hu
     assert list(processor.image_mean) == [0.5] and list(processor.image_std) == [0.5]
     assert f"{tmp_path} has no saved image processor" in caplog.text and "mean = std = 0.5" in caplog.text
     assert inputs.endswith(f"mean = std = 0.5, the default ({tmp_path} has no saved image processor)")
+
+
+def test_from_scratch_starts_from_a_new_vitmae_with_maes_initialisation(rgb_dataset, tmp_path):
+    """--from_scratch: the encoder is `new_vitmae`'s in run_pretrain_mae.py's default geometry (MAE's sin-cos table,
+    not transformers' zeros), drawn from --seed, with the channels of the images and mean = std = 0.5; the saved
+    config, run record and card say so. Learning rate 0: the saved weights are the start."""
+    flags = [str(rgb_dataset) if f is None else f for f in RUN]
+    flags += ["--learning_rate", 0, "--lr_scheduler_type", "constant", "--lr_scheduler_kwargs", "{}", "--from_scratch"]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        with recorded() as (_, log):
+            run_script("run_finetune_balanced", *flags, "--seed", seed, "--output_dir", tmp_path / name)
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in "abc"}
+    positions = weights["a"]["vit.embeddings.position_embeddings"].numpy()
+    np.testing.assert_allclose(positions, mae_sincos(4, 192), atol=1e-6)  # 28 / 7 = 4 × 4 patches, width 192
+    projection = "vit.embeddings.patch_embeddings.projection.weight"
+    assert weights["a"][projection].shape == (192, 3, 7, 7)  # RGB images: 3 channels
+    bound = math.sqrt(6 / (3 * 7 * 7 + 192))  # MAE: Xavier-uniform on the projection seen as a (192, 147) matrix
+    assert 0.99 * bound < weights["a"][projection].abs().max() <= bound  # torch's default conv init: 1 / √147 = 0.082
+    assert 0.015 < weights["a"]["vit.embeddings.cls_token"].std() < 0.025  # MAE: normal(0, 0.02); transformers: zeros
+    assert torch.equal(weights["a"][projection], weights["b"][projection])  # the seed decides the start
+    assert not torch.equal(weights["a"][projection], weights["c"][projection])
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["patch_size"]) == (192, 4, 7)
+    assert json.loads((tmp_path / "a" / "preprocessor_config.json").read_text())["image_mean"] == [0.5] * 3
+    assert any("mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]: mean = std = 0.5, for a new model" in m for m in log)
+    record = json.loads((tmp_path / "a" / "run_config.json").read_text())["FinetuneModelArguments"]
+    assert record["from_scratch"] is True and record["mae_checkpoint"] is None
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "from a randomly initialised ViT (`--from_scratch`)" in card and "Stage 1" not in card
