@@ -154,6 +154,7 @@ def test_finetuning_without_a_checkpoint_says_what_to_do(tmp_path):
     result = run("run_finetune_balanced.py", "--mae_checkpoint", tmp_path / "none", "--output_dir", tmp_path / "o",
                  *SMALL_DATA, check=False)  # fmt: skip
     assert result.returncode != 0 and "Run `python run_pretrain_mae.py` first" in result.stderr
+    assert "or --from_scratch for a randomly initialised ViTMAE" in result.stderr
 
 
 def test_pretraining_resumes_from_its_last_checkpoint(runs):
