@@ -144,7 +144,9 @@ def test_the_linear_model_separates_what_a_line_separates_and_not_xor():
     linear, _ = train_baseline("linear", "ce", 0, xor, [60, 20], FAST)
     assert linear["test"]["accuracy"] <= 0.8  # at most 3 of the 4 equal clusters on one side of a line
     cnn, _ = train_baseline("cnn", "ce", 0, xor, [60, 20], FAST)
-    assert cnn["test"]["accuracy"] == 1.0  # the data is learnable: the linear model's limit is its linearity
+    # the data is learnable: the linear model's limit is its linearity. Not == 1.0: float kernels differ between CPUs
+    # (an AMD EPYC got 1.0, an Intel Xeon with AMX 0.98: 2 of its 100 test points)
+    assert cnn["test"]["accuracy"] >= 0.95
 
 
 def test_the_test_split_sees_the_weights_of_the_best_validation_epoch():
