@@ -59,13 +59,9 @@ def new_vitmae_config(args, num_channels: int) -> ViTMAEConfig:
 
 
 def scratch_vitmae_config(image_size: int | None, num_channels: int) -> ViTMAEConfig:
-    """The ViTMAE that `run_finetune_balanced.py --from_scratch` starts from: `NEW_MAE_GEOMETRY`, at `image_size`."""
+    """The ViTMAE that `run_finetune_balanced.py --from_scratch` starts from: `NEW_MAE_GEOMETRY`, at `image_size` (a
+    multiple of its patch size: `LiVTConfig` checks it for every fine-tuning start)."""
     geometry = NEW_MAE_GEOMETRY | ({"image_size": image_size} if image_size else {})
-    if geometry["image_size"] % geometry["patch_size"]:
-        raise ValueError(
-            f"--image_size {geometry['image_size']} is not a multiple of the new ViTMAE's patch size "
-            f"{geometry['patch_size']} (--from_scratch builds run_pretrain_mae.py's default geometry)."
-        )
     return ViTMAEConfig(**geometry, num_channels=num_channels)
 
 

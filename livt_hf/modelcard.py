@@ -20,9 +20,9 @@ RECIPE_KEYS = {
     "pretraining": ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "mask_ratio", "norm_pix_loss", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "learning_rate", "weight_decay", "crop_min_scale", "seed"),
-    "fine-tuning": ("mae_checkpoint", "from_scratch", "loss", "tau", "test_prior", "num_train_epochs", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "learning_rate", "layer_decay", "drop_path_rate", "weight_decay",
-                    "label_smoothing_factor", "auto_augment", "random_erasing", "mixing", "mixup_alpha",
+    "fine-tuning": ("mae_checkpoint", "from_scratch", "loss", "tau", "test_prior", "num_train_epochs",
+                    "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "layer_decay",
+                    "drop_path_rate", "weight_decay", "label_smoothing_factor", "auto_augment", "random_erasing", "mixing", "mixup_alpha",
                     "cutmix_alpha", "unimix_alpha", "unimix_tau", "mix_until_epoch", "train_sampler", "seed"),
 }  # fmt: skip
 
