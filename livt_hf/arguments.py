@@ -63,7 +63,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Validation carved from train: round(v · n_max) left-out images per class when subsampling, "
-            "a stratified fraction v with profile 'none'. Default 0.02; not allowed when a validation split is given."
+            "a stratified fraction v with profile 'none'. Default 0.02, raised to reach 500 images where the data allows "
+            "(left-out images; at most 0.1 of train for a carve); not allowed when a validation split is given."
         },
     )
     max_test_samples: int | None = field(default=None, metadata={"help": "Evaluate on a seeded random test subset."})

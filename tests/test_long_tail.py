@@ -84,6 +84,22 @@ def test_natural_long_tail_gets_a_stratified_carve_that_keeps_a_train_image():
     assert info.train_counts[2] == 1 and info.validation_counts[2] == 0
 
 
+def test_default_validation_reaches_500_images_where_the_data_allows(fashion_mnist):
+    # small subsample: round(0.02 · 400) = 8 per class would choose epochs on 80 images; the default takes 500 / 10
+    _, small = build_long_tail_splits(fashion_mnist, imbalance_ratio=50, max_per_class=400)
+    _, given = build_long_tail_splits(fashion_mnist, imbalance_ratio=50, max_per_class=400, validation_split=0.02)
+    assert small.validation_counts == [50] * 10 and given.validation_counts == [8] * 10
+    assert small.train_indices == given.train_indices  # validation comes from left-out images: train is unchanged
+    # as many as every class has left over: n = 20, 14, 10 of 30 each → 10 spare; 0.02 · 20 alone would give 1
+    _, spare = build_long_tail_splits(_toy([30, 30, 30]), imbalance_ratio=2, max_per_class=20)
+    assert spare.train_counts == [20, 14, 10] and spare.validation_counts == [10, 10, 10]
+    # a carve (profile "none") of 1,000 images: 500 / 1000 capped at 0.1 of each class; of 26,000: 0.02 suffices
+    _, carve = build_long_tail_splits(_toy([600, 300, 100]), profile="none")
+    assert carve.validation_counts == [60, 30, 10] and carve.train_counts == [540, 270, 90]
+    _, large = build_long_tail_splits(_toy([20000, 5000, 1000]), profile="none")
+    assert large.validation_counts == [400, 100, 20]
+
+
 def test_given_validation_split_is_kept():
     splits, info = build_long_tail_splits(_toy([50, 10, 2], with_validation=True), profile="none")
     assert info.validation_source == "given" and len(splits["validation"]) == 3 and info.train_counts == [50, 10, 2]

@@ -15,6 +15,11 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 PROFILES = ("exponential", "pareto", "none")
+DEFAULT_VALIDATION_SPLIT = 0.02
+# The default validation split holds at least this many images when the data allows: 8 images per class (0.02 of a
+# 400-image head class) cannot choose one epoch of a hundred (docs/DEMO_RECIPE.md, small data).
+MIN_DEFAULT_VALIDATION_IMAGES = 500
+MAX_DEFAULT_CARVE = 0.1  # a carve (profile "none") takes at most this fraction of train to reach that size
 
 
 def exponential_counts(max_per_class: int, num_classes: int, imbalance_ratio: float) -> list[int]:
@@ -154,6 +159,8 @@ def build_long_tail_splits(
       does), and for the same seed it is the same whatever ρ is. With "none" it is a stratified carve of
       `validation_split` of each class that leaves every class at least one train image. A source that has its
       own `validation` split keeps it, and then `validation_split` must not be given.
+    - `validation_split=None` is 0.02, raised towards `MIN_DEFAULT_VALIDATION_IMAGES` in all where the data allows:
+      up to the left-out images every class has when subsampling, up to `MAX_DEFAULT_CARVE` of train with "none".
     - `max_test_samples` keeps a seeded random subset of the test split (for quick runs).
     """
     for required in ("train", "test"):
@@ -168,14 +175,17 @@ def build_long_tail_splits(
     has_validation = "validation" in dataset
     if has_validation and validation_split is not None:
         raise ValueError("The dataset has its own validation split; do not also pass --validation_split.")
+    default_split = validation_split is None and not has_validation
     if validation_split is None:
-        validation_split = 0.0 if has_validation else 0.02
+        validation_split = 0.0 if has_validation else DEFAULT_VALIDATION_SPLIT
     if not (has_validation or 0 < validation_split < 1):
         raise ValueError(f"--validation_split must be in (0, 1), got {validation_split}.")
 
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
     if profile == "none":
+        if default_split:
+            validation_split = max(validation_split, min(MAX_DEFAULT_CARVE, MIN_DEFAULT_VALIDATION_IMAGES / len(labels)))
         n_val = [0 if has_validation else min(round(validation_split * n), n - 1) for n in available]
         if not (has_validation or any(n_val)):
             raise ValueError(_empty_carve_message(validation_split, max(available)))
@@ -185,6 +195,9 @@ def build_long_tail_splits(
     else:
         counts = profile_counts(profile, max_per_class, num_classes, imbalance_ratio, balanced)
         n_val = 0 if has_validation else max(1, round(validation_split * max_per_class))
+        if default_split:
+            spare = min(a - n for a, n in zip(available, counts))
+            n_val = max(n_val, min(math.ceil(MIN_DEFAULT_VALIDATION_IMAGES / num_classes), spare))
         short = [(names[c], available[c]) for c in range(num_classes) if counts[c] + n_val > available[c]]
         if short:
             raise ValueError(
