@@ -3,6 +3,9 @@ import subprocess
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any HF import: tests never reach the network
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest-xdist (setup.cfg: -n auto): each worker its share of the cores
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 from pathlib import Path  # noqa: E402
 
@@ -16,9 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_two_processes(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node 2 ARGS`: gloo on the CPU, one thread per process, the repository importable."""
+    """`torchrun --standalone --nproc_per_node 2 ARGS`: gloo on the CPU, one thread per process, the repository
+    importable, a free port (tests run in parallel workers)."""
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *map(str, args)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
 TINY_MAE = dict(
