@@ -72,7 +72,7 @@ def test_the_defaults_pass_their_own_checks_and_are_livts():
     # the CPU demo's fine-tuning (chosen on validation, docs/DEMO_RECIPE.md); LiVT's 0.75 / 0.1 / 0.08 are in recipes/
     assert (model.loss, model.tau, model.layer_decay, model.drop_path_rate) == ("bal_bce", 1.0, 1.0, 0.0)
     assert (model.head_init_std, model.head_bias_init, data.crop_min_scale) == (0.02, "prior", 1.0)
-    assert mixing.mixing == "none" and (mae.mask_ratio, mae.norm_pix_loss) == (0.75, True)
+    assert mixing.mixing == "mixup_cutmix" and (mae.mask_ratio, mae.norm_pix_loss) == (0.75, True)
     assert (model.mae_checkpoint, model.from_scratch) == ("outputs/mae-fmnist-lt", False)  # run_pretrain_mae.py's output
 
 
