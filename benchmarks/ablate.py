@@ -99,8 +99,8 @@ def plot(runs: list[Run], work: Path, path: Path) -> None:
     mgp = {f"{users[run.name][0]}" + (f" (+{len(users[run.name]) - 1} more)" if len(users[run.name]) > 1 else ""):
            log_history(work / run.name) for run in runs if run.stage == "pretrain" and run.name in users}  # fmt: skip
     bft = {run.cell[0]: log_history(work / run.name) for run in finetunes}
-    fig = compare_runs_figure([(f"MGP: validation loss (norm-pix, seed {seed})", "eval_loss", mgp),
-                               (f"BFT: validation accuracy (seed {seed})", "eval_accuracy", bft)])  # fmt: skip
+    panels = [(f"MGP: validation loss (norm-pix, seed {seed})", "eval_loss", mgp)] if mgp else []  # none: scratch only
+    fig = compare_runs_figure([*panels, (f"BFT: validation accuracy (seed {seed})", "eval_accuracy", bft)])
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
