@@ -272,9 +272,10 @@ def test_a_subsampling_profile_that_empties_a_class_fails_before_the_split():
 
 
 def test_a_class_with_one_training_image_trains():
-    # subsampled: ⌊10 · 10^(−i/2)⌋ = 10, 3, 1, and one left-out validation image per class
+    # subsampled: ⌊10 · 10^(−i/2)⌋ = 10, 3, 1; validation round(0.02 · 10) → 1 per class, raised to the 2 images the
+    # head class has left over (the default aims at 500 validation images)
     splits, info = build_long_tail_splits(_toy([12, 12, 12]), max_per_class=10, imbalance_ratio=10)
-    assert info.train_counts == [10, 3, 1] and info.validation_counts == [1, 1, 1]
+    assert info.train_counts == [10, 3, 1] and info.validation_counts == [2, 2, 2]
     # given as it is: the carve min(round(0.5 · n), n − 1) takes 2 (round half to even), 2, and never the last image
     splits, info = build_long_tail_splits(_toy([5, 5, 1]), profile="none", validation_split=0.5)
     assert info.train_counts == [3, 3, 1] and info.validation_counts == [2, 2, 0]
@@ -393,7 +394,10 @@ def test_a_carve_too_small_for_any_validation_image_is_refused():
     # round(0.02 · 24) = 0: no class gives an image
     with pytest.raises(ValueError, match=r"--validation_split 0.02 carves no validation images.*raise "
                                          r"--validation_split above 0.0208 \(0.5 / the largest class's 24 images\)"):
-        build_long_tail_splits(_toy([24, 3]), profile="none")
+        build_long_tail_splits(_toy([24, 3]), profile="none", validation_split=0.02)
+    # the default takes up to 0.1 of train to reach 500 images: round(0.1 · 4) = 0 still carves nothing
+    with pytest.raises(ValueError, match=r"--validation_split 0.1 carves no validation images"):
+        build_long_tail_splits(_toy([4, 3]), profile="none")
     with pytest.raises(ValueError, match="every class has one train image, which it keeps"):
         build_long_tail_splits(_toy([1, 1]), profile="none", validation_split=0.5)
 

@@ -260,7 +260,8 @@ def test_every_process_runs_the_reconstruction_forward(tmp_path, monkeypatch):
     monkeypatch.setattr(MAEPretrainingTrainer, "is_world_process_zero", lambda self: False)  # process 1 of 2
     monkeypatch.setattr(sys, "argv", [
         "run_pretrain_mae.py", "--max_per_class", "10", "--imbalance_ratio", "2", "--validation_split", "0.2",
-        "--num_train_epochs", "1", "--use_cpu", "1", "--report_to", "none", "--output_dir", str(tmp_path / "mae"),
+        "--num_train_epochs", "1", "--min_train_steps", "0", "--use_cpu", "1", "--report_to", "none",
+        "--output_dir", str(tmp_path / "mae"),
         "--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "1", "--intermediate_size", "32",
         "--decoder_hidden_size", "16", "--decoder_num_hidden_layers", "1", "--decoder_num_attention_heads", "1",
         "--decoder_intermediate_size", "32",
