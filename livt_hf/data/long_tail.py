@@ -185,7 +185,8 @@ def build_long_tail_splits(
     perms = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
     if profile == "none":
         if default_split:
-            validation_split = max(validation_split, min(MAX_DEFAULT_CARVE, MIN_DEFAULT_VALIDATION_IMAGES / len(labels)))
+            reach = min(MAX_DEFAULT_CARVE, MIN_DEFAULT_VALIDATION_IMAGES / len(labels))
+            validation_split = max(validation_split, reach)
         n_val = [0 if has_validation else min(round(validation_split * n), n - 1) for n in available]
         if not (has_validation or any(n_val)):
             raise ValueError(_empty_carve_message(validation_split, max(available)))
