@@ -15,7 +15,7 @@ import huggingface_hub
 import torch
 import transformers
 from transformers import set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy
 
 from .data.image_checks import sample_image_modes
 from .data.transforms import GRAYSCALE_MODES
@@ -24,6 +24,9 @@ from .data.transforms import GRAYSCALE_MODES
 logger = logging.getLogger("livt_hf")
 FINISHED_MARKER = "run_config.json"
 COMPLETE_MARKER = "checkpoint_complete"  # written into a checkpoint folder once all of it is saved
+# Raised epochs beyond this many are evaluated and saved in groups: 1,116 images at MGP's batch 256 make 4-step epochs,
+# and an evaluation and a checkpoint after each cost about as much as the steps (docs/DEMO_RECIPE.md, small data).
+MAX_EPOCH_EVALUATIONS = 50
 
 
 def setup_logging(args: transformers.TrainingArguments) -> None:
@@ -53,7 +56,9 @@ def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_imag
 
     A recipe in epochs gives a small split few updates (1,116 images at batch 64: 18 steps an epoch), too few for a
     ViT to learn anything; a floor in steps makes the same defaults train small and large splits. Steps per epoch are
-    counted as Trainer counts them (batches per process, then accumulation)."""
+    counted as Trainer counts them (batches per process, then accumulation). Beyond `MAX_EPOCH_EVALUATIONS` raised
+    epochs, per-epoch evaluation and saving become every k epochs (in steps), the epochs rounded up to a multiple of k
+    so that the last step is still evaluated."""
     if not args.min_train_steps or args.max_steps > 0:
         return
     per_batch = args.train_batch_size * args.world_size
@@ -62,11 +67,19 @@ def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_imag
     if args.num_train_epochs * steps_per_epoch >= args.min_train_steps:
         return
     epochs = math.ceil(args.min_train_steps / steps_per_epoch)
+    by_epoch = args.eval_strategy == IntervalStrategy.EPOCH and args.save_strategy == SaveStrategy.EPOCH
+    every = math.ceil(epochs / MAX_EPOCH_EVALUATIONS) if by_epoch else 1
+    epochs = every * math.ceil(epochs / every)
     logger.info(
         "%d train images give %d steps an epoch: --num_train_epochs raised from %g to %d for --min_train_steps %d.",
         num_train_images, steps_per_epoch, args.num_train_epochs, epochs, args.min_train_steps,
     )  # fmt: skip
     args.num_train_epochs = epochs
+    if every > 1:
+        args.eval_strategy, args.save_strategy = IntervalStrategy.STEPS, SaveStrategy.STEPS
+        args.eval_steps = args.save_steps = every * steps_per_epoch
+        logger.info("Evaluated and saved every %d epochs (%d steps), not after each of the %d.", every,
+                    args.eval_steps, epochs)  # fmt: skip
 
 
 def check_hub_access(args: transformers.TrainingArguments) -> None:

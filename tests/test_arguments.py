@@ -85,16 +85,24 @@ def test_the_script_refuses_before_touching_the_data(tmp_path):
     assert "missing" not in result.stderr and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("flags, images, epochs", [
-    ([], 1116, 112),  # ⌈1116 / 64⌉ = 18 steps an epoch; ⌈2000 / 18⌉ = 112 epochs
-    (["--gradient_accumulation_steps", "2"], 1116, 223),  # ⌊18 / 2⌋ = 9 steps an epoch → 223
-    (["--dataloader_drop_last", "1"], 1116, 118),  # ⌊1116 / 64⌋ = 17 → 118
-    ([], 12406, 12),  # 194 steps × 12 epochs ≥ 2000: unchanged
-    (["--min_train_steps", "0"], 1116, 12),  # no floor
+# epochs beyond 50 are evaluated and saved every k = ⌈epochs / 50⌉ epochs, the epochs rounded up to a multiple of k
+@pytest.mark.parametrize("flags, images, epochs, every_steps", [
+    ([], 1116, 114, 54),  # ⌈1116 / 64⌉ = 18 steps an epoch; ⌈2000 / 18⌉ = 112 epochs; k = 3 → 114, every 54 steps
+    (["--gradient_accumulation_steps", "2"], 1116, 225, 45),  # ⌊18 / 2⌋ = 9 steps an epoch → 223; k = 5 → 225
+    (["--dataloader_drop_last", "1"], 1116, 120, 51),  # ⌊1116 / 64⌋ = 17 → 118; k = 3 → 120
+    (["--eval_strategy", "steps", "--save_strategy", "steps"], 1116, 112, None),  # the user's own strategy is kept
+    ([], 12406, 12, None),  # 194 steps × 12 epochs ≥ 2000: unchanged
+    ([], 3200, 40, None),  # 50 steps an epoch → 40 epochs: at most 50, evaluated after each
+    (["--min_train_steps", "0"], 1116, 12, None),  # no floor
 ])  # fmt: skip
-def test_min_train_steps_raises_the_epochs_of_a_small_split(flags, images, epochs):
+def test_min_train_steps_raises_the_epochs_of_a_small_split(flags, images, epochs, every_steps):
     args = HfArgumentParser(FinetuningArguments).parse_args_into_dataclasses(
         [*TRAINING, "--num_train_epochs", "12", "--per_device_train_batch_size", "64", "--min_train_steps", "2000",
          *flags])[0]  # fmt: skip
     fit_epochs_to_min_steps(args, images)
     assert args.num_train_epochs == epochs
+    if every_steps is None:
+        assert args.eval_strategy == "epoch" or "--save_strategy" in flags
+    else:
+        assert (args.eval_strategy, args.save_strategy) == ("steps", "steps")
+        assert args.eval_steps == args.save_steps == every_steps
