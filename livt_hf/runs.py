@@ -24,8 +24,8 @@ from .data.transforms import GRAYSCALE_MODES
 logger = logging.getLogger("livt_hf")
 FINISHED_MARKER = "run_config.json"
 COMPLETE_MARKER = "checkpoint_complete"  # written into a checkpoint folder once all of it is saved
-# Raised epochs beyond this many are evaluated and saved in groups: 1,116 images at MGP's batch 256 make 4-step epochs,
-# and an evaluation and a checkpoint after each cost about as much as the steps (docs/DEMO_RECIPE.md, small data).
+# Raised epochs beyond this many are evaluated and saved in groups: 1,116 images at MGP's batch 256 make 5-step epochs,
+# and 400 evaluations and checkpoints took 16 % of a 2000-step run (docs/DEMO_RECIPE.md, small data).
 MAX_EPOCH_EVALUATIONS = 50
 
 
