@@ -17,12 +17,11 @@ import argparse
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from reproduce import Run, execute, mean_std  # also puts the repository on sys.path
+from reproduce import Run, execute_all, mean_std, run_record  # also puts the repository on sys.path
 
 from livt_hf.plots import compare_runs_figure
 
@@ -66,10 +65,7 @@ def variant_results(runs: list[Run], work: Path) -> dict[str, dict[str, list[flo
         start = by_name[run.needs]
         if start.stage == "pretrain":
             values["MGP loss"].append(json.loads((work / start.name / "eval_results.json").read_text())["eval_loss"])
-        wall = float((work / f"{run.name}.wall").read_text())
-        if start.stage == "pretrain":
-            wall += float((work / f"{start.name}.wall").read_text())
-        values["wall s"].append(wall)
+        values["wall s"].append(run_record(work, run.name)["wall_s"] + run_record(work, start.name)["wall_s"])
     return results
 
 
@@ -121,10 +117,7 @@ def main() -> None:
     work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     runs = plan(recipe, opts.only)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // opts.jobs))
-    with ThreadPoolExecutor(opts.jobs) as pool:  # starts first: every fine-tune needs one
-        for stage in (("pretrain", "scratch"), ("finetune",)):
-            list(pool.map(lambda run: execute(run, work, {"pretrain": run.flags}), [r for r in runs if r.stage in stage]))
+    execute_all(runs, work, opts.jobs)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     text = (f"Validation top-1 (%), mean ± std over seeds {recipe['seeds']}; {device}; {opts.jobs} job(s) at once "
             f"(wall per run: MGP + BFT).\n\n" + table(recipe, variant_results(runs, work)))  # fmt: skip

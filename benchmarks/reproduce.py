@@ -1,27 +1,35 @@
 #!/usr/bin/env python
 """Reproduce the papers' claims on Fashion-MNIST-LT with one command: every run through the two scripts, seeds
-aggregated, the table written to docs/RESULTS.md.
+aggregated, the simple baselines beside them and a verdict per claim, written to docs/RESULTS.md.
 
-    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json        # the whole table (one GPU)
-    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json --only main   # or in parts: main, ablations
-    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_h100.json --starts lt    # … or by starting point
+    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_cpu.json --jobs 2      # the whole table (2 cores)
+    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_cpu.json --seeds 0     # or in parts: one seed, …
+    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_cpu.json --only main   # … one part, …
+    python benchmarks/reproduce.py recipes/reproduce/fmnist_lt_cpu.json --starts lt   # … or one starting point
 
-Cells (LiVT and UniMix's claims; each over the recipe's seeds):
-- main: for each ρ, fine-tuning from scratch (a randomly initialised ViTMAE) or after MGP on the LT split, with each
-  loss (CE, BCE, Bal-CE = Bayias, Bal-BCE) and the default mixing;
-- ablations at the first ρ, Bal-BCE after MGP: τ; the mixing method; MGP on a balanced split of the same size.
-Runs already finished in `--work_dir` are reused, so an interrupted reproduction continues where it stopped. Model
-selection uses the validation split only; each run reads its test split once, at its end.
+Cells (LiVT and UniMix's claims):
+- main, over `seeds`: for each ρ, fine-tuning from scratch (a randomly initialised ViTMAE) or after MGP on the LT
+  split, with each loss (CE, BCE, Bal-CE = Bayias, Bal-BCE) and the recipe's fine-tuning flags;
+- ablations at the first ρ, over `ablation_seeds`: named changes to the Bal-BCE-after-MGP cell (τ, mixing, NT-BCE*;
+  `"start": "balanced"` for MGP on a balanced split of the same size);
+- baselines: benchmarks/baselines.py on each ρ's split, over the seeds.
+Finished runs in `--work_dir` are reused and a stopped one continues from its last complete checkpoint, so a table
+can be run in parts and after a stop. Model selection uses the validation split only; each run reads its test split
+once, at its end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,104 +39,156 @@ from transformers import HfArgumentParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from livt_hf.arguments import PretrainModelArguments  # noqa: E402
+from livt_hf.losses import LOSSES  # noqa: E402
 from livt_hf.mae import new_vitmae, new_vitmae_config  # noqa: E402
+from livt_hf.runs import last_complete_checkpoint  # noqa: E402
 
 METRICS = ("accuracy", "many_accuracy", "medium_accuracy", "few_accuracy", "head_accuracy", "middle_accuracy",
            "tail_accuracy")  # fmt: skip
-COLUMNS = ("overall", "many", "medium", "few", "head", "middle", "tail", "ECE", "wall s / run")
+COLUMNS = ("overall", "many", "medium", "few", "head", "middle", "tail", "ECE", "ECE (T)", "wall s / run")
+SCRIPTS = {"pretrain": "run_pretrain_mae.py", "finetune": "run_finetune_balanced.py",
+           "baselines": "benchmarks/baselines.py"}  # fmt: skip
+FINISHED = {"pretrain": "run_config.json", "finetune": "run_config.json", "baselines": "baselines.json",
+            "scratch": "config.json"}  # fmt: skip  # written last by each stage
+REFERENCE = "reference"  # the ablations' row of the main cell they change
 
 
 @dataclass
 class Run:
     """One script invocation; `cell` names the table row it counts towards (seeds are averaged per cell)."""
 
-    stage: str  # "pretrain" | "finetune" | "scratch" (a random ViTMAE checkpoint, no training)
+    stage: str  # "pretrain" | "finetune" | "baselines" | "scratch" (a random ViTMAE checkpoint, no training)
     name: str
     flags: dict
-    cell: tuple = ()
+    cell: tuple = ()  # ("main", start, ρ, loss) | ("ablations", start, ρ, label) | ("baselines", ρ)
     needs: str | None = None  # the MGP / scratch run whose checkpoint a fine-tune starts from
     seed: int = 0
 
 
-def plan(recipe: dict, only: str | None, starts: list[str] | None = None) -> list[Run]:
-    """Every run of the table, pretraining first; `only` keeps the BFT runs of one part, `starts` those from the
-    named starting points ('scratch', 'lt', 'balanced'), and what they need."""
-    seeds, ratios = recipe["seeds"], recipe["imbalance_ratios"]
-    data, mixings = recipe["data"], recipe["mixing_flags"]
-    default_mixing, rho0 = recipe["default_mixing"], ratios[0]
+def plan(recipe: dict, only: str | None = None, starts: list[str] | None = None, seeds: list[int] | None = None
+         ) -> list[Run]:  # fmt: skip
+    """Every run of the table: the baselines, then seed by seed (a table stopped half-way has whole seeds), each
+    start just before the first fine-tune that needs it. `only` keeps one part ('main', 'ablations', 'baselines'),
+    `starts` the fine-tunes from these starting points ('scratch', 'lt', 'balanced'), `seeds` these seeds."""
+    data, rho0 = recipe["data"], recipe["imbalance_ratios"][0]
+    chosen = [s for s in recipe["seeds"] if seeds is None or s in seeds]
 
-    def finetune(part, start, rho, loss, seed, tau=1.0, mixing=default_mixing):
-        name = f"bft-{start}-rho{rho:g}-{loss}-tau{tau:g}-{mixing}-s{seed}"
-        flags = data | recipe["finetune"] | mixings.get(mixing, {}) | {
-            "imbalance_ratio": rho, "loss": loss, "tau": tau, "mixing": mixing, "seed": seed,
-        }  # fmt: skip
-        return Run("finetune", name, flags, (part, start, rho, loss, tau, mixing), start_name(start, rho, seed), seed)
+    def start_run(start: str, rho: float, seed: int) -> Run:
+        if start == "scratch":
+            return Run("scratch", f"scratch-s{seed}", recipe["pretrain"], seed=seed)
+        balanced = {"balanced": True} if start == "balanced" else {}
+        flags = data | recipe["pretrain"] | {"imbalance_ratio": rho, "seed": seed} | balanced
+        return Run("pretrain", f"mgp-{start}-rho{rho:g}-s{seed}", flags, seed=seed)
 
-    def start_name(start, rho, seed):
-        return f"scratch-s{seed}" if start == "scratch" else f"mgp-{start}-rho{rho:g}-s{seed}"
+    def finetune(part: str, start: str, rho: float, label: str, seed: int, changes: dict) -> Run:
+        flags = data | recipe["finetune"] | {"imbalance_ratio": rho, "seed": seed} | changes
+        return Run("finetune", f"bft-{start}-rho{rho:g}-{label}-s{seed}", flags, (part, start, rho, label),
+                   start_run(start, rho, seed).name, seed)  # fmt: skip
 
-    bft = []
-    for seed in seeds:
-        for rho in ratios:
-            for start in ("scratch", "lt"):
-                bft += [finetune("main", start, rho, loss, seed) for loss in recipe["losses"]]
-        bft += [finetune("ablations", "lt", rho0, "bal_bce", seed, tau=tau) for tau in recipe["taus"] if tau != 1.0]
-        bft += [finetune("ablations", "lt", rho0, "bal_bce", seed, mixing=m) for m in mixings if m != default_mixing]
-        bft.append(finetune("ablations", "balanced", rho0, "bal_bce", seed))
-    bft = [r for r in bft if (only is None or r.cell[0] == only) and (starts is None or r.cell[1] in starts)]
-    needed = {r.needs for r in bft}
-    starts = []
-    for seed in seeds:
-        starts.append(Run("scratch", f"scratch-s{seed}", {}, seed=seed))
-        for rho in ratios:
-            starts.append(Run("pretrain", f"mgp-lt-rho{rho:g}-s{seed}", data | recipe["pretrain"] | {
-                "imbalance_ratio": rho, "seed": seed}, seed=seed))  # fmt: skip
-        starts.append(Run("pretrain", f"mgp-balanced-rho{rho0:g}-s{seed}", data | recipe["pretrain"] | {
-            "imbalance_ratio": rho0, "balanced": True, "seed": seed}, seed=seed))  # fmt: skip
-    return [r for r in starts if r.name in needed] + bft
+    def kept(run: Run) -> bool:
+        return (only or run.cell[0]) == run.cell[0] and (starts is None or run.cell[1] in starts)
+
+    runs: dict[str, Run] = {}
+    if (only or "baselines") == "baselines":  # first: they need no start and take minutes
+        for rho in recipe["imbalance_ratios"]:
+            name = f"baselines-rho{rho:g}-s{'-'.join(map(str, chosen))}"
+            flags = data | {"imbalance_ratio": rho, "seeds": chosen} | recipe["baselines"]
+            runs[name] = Run("baselines", name, flags, ("baselines", rho))
+    for seed in chosen:
+        wanted = [finetune("main", start, rho, loss, seed, {"loss": loss})
+                  for rho in recipe["imbalance_ratios"] for start in ("scratch", "lt") for loss in recipe["losses"]]
+        wanted = [run for run in wanted if kept(run)]
+        if seed in recipe["ablation_seeds"]:
+            ablations = [finetune("ablations", changes.get("start", "lt"), rho0, label, seed,
+                                  {"loss": "bal_bce"} | {k: v for k, v in changes.items() if k != "start"})
+                         for label, changes in recipe["ablations"].items()]  # fmt: skip
+            ablations = [run for run in ablations if kept(run)]
+            if ablations:  # with the main cell they change, their reference row
+                wanted += [finetune("main", "lt", rho0, "bal_bce", seed, {"loss": "bal_bce"}), *ablations]
+        for run in wanted:
+            start = start_run(run.cell[1], run.cell[2], seed)
+            runs.setdefault(start.name, start)
+            runs.setdefault(run.name, run)
+    return list(runs.values())
 
 
-def execute(run: Run, work: Path, recipe: dict) -> None:
+def command_line(flags: dict) -> list[str]:
+    """The scripts' flags (HfArgumentParser): `--name value`, lists as several values."""
+    words = []
+    for name, value in flags.items():
+        words += [f"--{name}", *map(str, value if isinstance(value, list) else [value])]
+    return words
+
+
+def run_command(run: Run, work: Path) -> list[str]:
     out = work / run.name
-    if (out / "run_config.json").exists() or (run.stage == "scratch" and (out / "config.json").exists()):
-        return  # finished earlier
-    start = time.perf_counter()
+    if run.stage == "baselines":
+        threads = os.environ.get("OMP_NUM_THREADS")
+        flags = run.flags | {"output": str(out / "baselines.json"), "markdown": str(out / "baselines.md")}
+        flags |= {"num_threads": int(threads)} if threads else {}
+    else:
+        flags = run.flags | {"output_dir": str(out)}
+        if run.stage == "finetune":
+            flags["mae_checkpoint"] = str(work / run.needs)
+        resumable = out.is_dir() and last_complete_checkpoint(out) is not None
+        flags |= {"resume_from_checkpoint": "last"} if resumable else {"overwrite_output_dir": True}
+    return ["python", SCRIPTS[run.stage], *command_line(flags)]
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
+
+
+def execute(run: Run, work: Path) -> None:
+    """Run one script (or save a random ViTMAE) unless it finished earlier; record its wall time, commit, command."""
+    out = work / run.name
+    if (out / FINISHED[run.stage]).exists():
+        return
+    start, command = time.perf_counter(), None
     if run.stage == "scratch":
         torch.manual_seed(run.seed)
         (model_args,) = HfArgumentParser(PretrainModelArguments).parse_dict(
-            {k: v for k, v in recipe["pretrain"].items() if k in PretrainModelArguments.__dataclass_fields__}
+            {k: v for k, v in run.flags.items() if k in PretrainModelArguments.__dataclass_fields__}
         )
         new_vitmae(new_vitmae_config(model_args, model_args.num_channels or 1)).save_pretrained(out)
     else:
-        script = "run_pretrain_mae.py" if run.stage == "pretrain" else "run_finetune_balanced.py"
-        flags = run.flags | {"output_dir": str(out), "overwrite_output_dir": True}
-        if run.stage == "finetune":
-            flags["mae_checkpoint"] = str(work / run.needs)
-        recipe_file = work / f"{run.name}.json"
-        recipe_file.write_text(json.dumps(flags, indent=1))
+        command = run_command(run, work)
+        out.mkdir(parents=True, exist_ok=True)
         log = work / f"{run.name}.log"
-        with log.open("w") as stream:
-            done = subprocess.run([sys.executable, str(REPO / script), str(recipe_file)], stdout=stream,
-                                  stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+        with log.open("a") as stream:
+            done = subprocess.run([sys.executable, *command[1:]], stdout=stream, stderr=subprocess.STDOUT, cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"{run.name} failed (exit {done.returncode}); its log: {log}")
-    (work / f"{run.name}.wall").write_text(f"{time.perf_counter() - start:.1f}")
+    record = {"wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(), "command": command and
+              shlex.join(command), "torch_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
+    (work / f"{run.name}.run.json").write_text(json.dumps(record, indent=1))
 
 
-def cell_results(runs: list[Run], work: Path) -> dict[tuple, dict[str, list[float]]]:
-    """Per cell, each column's values over the seeds (percent for accuracies)."""
-    cells: dict[tuple, dict[str, list[float]]] = {}
-    for run in runs:
-        if run.stage != "finetune":
-            continue
-        result = json.loads((work / run.name / "results.json").read_text())
-        values = cells.setdefault(run.cell, {c: [] for c in COLUMNS})
-        for column, key in zip(COLUMNS, METRICS):
-            if key in result["metrics"]:
-                values[column].append(100 * result["metrics"][key])
-        values["ECE"].append(result["calibration"]["as trained"]["ece"])
-        values["wall s / run"].append(float((work / f"{run.name}.wall").read_text()))
-    return cells
+def execute_all(runs: list[Run], work: Path, jobs: int) -> None:
+    """`jobs` runs at once, taken in plan order once the run they need has finished. They share the cores (or the
+    OMP_NUM_THREADS already set): each gets cores / jobs threads."""
+    cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
+    names, pending, running, finished = {r.name for r in runs}, list(runs), {}, set()
+    with ThreadPoolExecutor(jobs) as pool:
+        while pending or running:
+            ready = [r for r in pending if r.needs is None or r.needs in finished or r.needs not in names]
+            for run in ready[: jobs - len(running)]:
+                pending.remove(run)
+                print(f"[{len(runs) - len(pending)}/{len(runs)}] {run.name}", flush=True)
+                running[pool.submit(execute, run, work)] = run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a failed run stops the table; its log says why
+                finished.add(running.pop(future).name)
+
+
+def run_record(work: Path, name: str) -> dict:
+    return json.loads((work / f"{name}.run.json").read_text())
 
 
 def mean_std(values: list[float], digits: int) -> str:
@@ -138,60 +198,169 @@ def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
-def table(cells: dict, part: str, keys: tuple[str, ...]) -> str:
-    head = f"| {' | '.join(keys)} | {' | '.join(COLUMNS)} |\n|{'---|' * (len(keys) + len(COLUMNS))}\n"
-    rows = []
-    for cell, values in cells.items():
-        if cell[0] != part:
+def cell_results(runs: list[Run], work: Path) -> dict[tuple, dict[str, list[float]]]:
+    """Per cell, each column's values over the seeds (percent for accuracies), and the seeds."""
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for run in runs:
+        if run.stage != "finetune":
             continue
-        described = dict(zip(("part", "start", "ρ", "loss", "τ", "mixing"), cell))
-        numbers = [mean_std(values[c], 3 if c == "ECE" else 0 if c.startswith("wall") else 2) for c in COLUMNS]
-        rows.append(f"| {' | '.join(str(described[k]) for k in keys)} | {' | '.join(numbers)} |")
-    return head + "\n".join(rows) + "\n"
+        result = json.loads((work / run.name / "results.json").read_text())
+        values = cells.setdefault(run.cell, {c: [] for c in (*COLUMNS, "seeds")})
+        for column, key in zip(COLUMNS, METRICS):
+            if key in result["metrics"]:
+                values[column].append(100 * result["metrics"][key])
+        as_trained, scaled = result["calibration"].values()
+        values["ECE"].append(as_trained["ece"])
+        values["ECE (T)"].append(scaled["ece"])
+        values["wall s / run"].append(run_record(work, run.name)["wall_s"])
+        values["seeds"].append(run.seed)
+    return cells
 
 
-def report(recipe_path: str, recipe: dict, runs: list[Run], work: Path) -> str:
+def table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...]) -> str:
+    """A Markdown table: one row per described cell (its key columns joined by ' | ')."""
+    head = f"| {' | '.join(keys)} | {' | '.join(COLUMNS)} |\n|{'---|' * (len(keys) + len(COLUMNS))}\n"
+    lines = []
+    for described, values in rows.items():
+        numbers = [mean_std(values[c], 3 if c.startswith("ECE") else 0 if c.startswith("wall") else 2) for c in COLUMNS]
+        lines.append(f"| {described} | {' | '.join(numbers)} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def difference(a: dict, b: dict, column: str) -> tuple[float, float | None]:
+    """mean(a) − mean(b) and twice its standard error; a one-seed side takes the other side's seed spread (the
+    noise of one run), and with one seed on both sides there is no noise estimate (None)."""
+    x, y = a[column], b[column]
+    spreads = [statistics.variance(v) for v in (x, y) if len(v) > 1]
+    if not spreads:
+        return statistics.mean(x) - statistics.mean(y), None
+    variance = statistics.mean(spreads)
+    return statistics.mean(x) - statistics.mean(y), 2 * math.sqrt(variance / len(x) + variance / len(y))
+
+
+def verdict(what: str, a: dict | None, b: dict | None, column: str, expect: str, paper: str) -> str:
+    """One claim's line: the difference with its noise, and holds / does not hold / within noise. `expect` is
+    'higher', 'lower' (a against b) or 'close'."""
+    if a is None or b is None or not a[column] or not b[column]:
+        return f"- {what}: not measured ({paper})."
+    d, noise = difference(a, b, column)
+    within = noise is not None and abs(d) <= noise
+    if expect == "close":
+        word = "within noise: holds" if within else "does not hold" if noise is not None else "one seed: not judged"
+    elif within:
+        word = "within noise"
+    else:
+        word = "holds" if (d > 0) == (expect == "higher") else "does not hold"
+        word += "" if noise is not None else " (one seed, no noise estimate)"
+    digits = 3 if column.startswith("ECE") else 2
+    spread = f"2 SE = {noise:.{digits}f}" if noise is not None else "one seed each"
+    return (f"- {what}: {mean_std(a[column], digits)} vs {mean_std(b[column], digits)}, difference "
+            f"{d:+.{digits}f} ({spread}): **{word}** ({paper}).")  # fmt: skip
+
+
+def verdicts(recipe: dict, cells: dict) -> list[str]:
+    """The papers' claims, each judged on the two cells that test it."""
+    rho0, table11 = recipe["imbalance_ratios"][0], "LiVT Supp. Table 11: +14.7 few / +4.6 overall on ImageNet-LT"
+
+    def ablation(start: str = "lt", loss: str | None = None) -> dict | None:
+        return next((v for k, v in cells.items() if k[:3] == ("ablations", start, rho0)
+                     and (loss is None or recipe["ablations"].get(k[3], {}).get("loss") == loss)), None)  # fmt: skip
+
+    claims = []
+    for rho in recipe["imbalance_ratios"]:
+        main = {(start, loss): cells.get(("main", start, rho, loss)) for start in ("scratch", "lt") for loss in LOSSES}
+        at = f"ρ = {rho:g}"
+        claims += [
+            (f"Bal-BCE vs BCE after MGP, few ({at})", main["lt", "bal_bce"], main["lt", "bce"], "few", "higher", table11),
+            (f"Bal-BCE vs BCE after MGP, overall ({at})", main["lt", "bal_bce"], main["lt", "bce"], "overall", "higher",
+             table11),
+            (f"Bal-BCE vs Bal-CE after MGP, overall ({at})", main["lt", "bal_bce"], main["lt", "bal_ce"], "overall",
+             "higher", "LiVT: Bal-BCE ahead"),
+            (f"MGP vs scratch, Bal-BCE, overall ({at})", main["lt", "bal_bce"], main["scratch", "bal_bce"], "overall",
+             "higher", "LiVT: MGP far ahead"),
+            *((f"Bayias (Bal-CE) vs CE, ECE as trained ({start}, {at})", main[start, "bal_ce"], main[start, "ce"], "ECE",
+               "lower", "UniMix Table 2: lower") for start in ("scratch", "lt")),
+        ]  # fmt: skip
+    reference = cells.get(("ablations", "lt", rho0, REFERENCE))
+    claims += [
+        (f"NT-BCE* (λ > 1) vs Bal-BCE after MGP, overall (ρ = {rho0:g})", ablation(loss="nt_bce_bal"), reference,
+         "overall", "lower", "LiVT Supp. E.3, Fig. 6: negative tolerance only lowers Bal-BCE"),
+        (f"MGP on the LT split vs on a balanced split of the same size, Bal-BCE, overall (ρ = {rho0:g})", reference,
+         ablation("balanced"), "overall", "close", "LiVT: close, ImageNet-LT vs ImageNet-BAL"),
+    ]  # fmt: skip
+    return [verdict(*claim) for claim in claims]
+
+
+def changes(flags: dict) -> str:
+    return "; ".join(f"{k} {v}" for k, v in flags.items()) or "—"
+
+
+def report(command: str, recipe: dict, runs: list[Run], work: Path) -> str:
     cells = cell_results(runs, work)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    rho0 = recipe["imbalance_ratios"][0]
+    reference = cells.get(("main", "lt", rho0, "bal_bce"))
+    if reference:  # the ablations' reference row: the main cell they change, at the ablation seeds
+        keep = [i for i, s in enumerate(reference["seeds"]) if s in recipe["ablation_seeds"]]
+        cells[("ablations", "lt", rho0, REFERENCE)] = {c: [v[i] for i in keep] if v else []
+                                                       for c, v in reference.items()}  # fmt: skip
     splits = {}
     for run in runs:
         if run.stage == "finetune" and run.cell[2] not in splits:
             split = json.loads((work / run.name / "lt_split.json").read_text())
-            splits[run.cell[2]] = f"train {split['train_counts']}, validation {split['validation_counts']}, test " \
-                                  f"{sum(split['test_counts'])} images"  # fmt: skip
+            splits[run.cell[2]] = split
+    records = {run.name: run_record(work, run.name) for run in runs}
+    machine = (torch.cuda.get_device_name() if torch.cuda.is_available() else
+               f"CPU ({os.cpu_count()} cores)") + f", {records[runs[0].name]['torch_threads']} torch thread(s) per run"
     lines = [
         "# Reproduction on Fashion-MNIST-LT\n",
-        f"Command: `python benchmarks/reproduce.py {recipe_path}`; commit {commit.strip()}; {device}; "
-        f"seeds {recipe['seeds']}. Test top-1 (%) by group and ECE (15 bins, as trained): mean ± std over seeds. "
-        "Models chosen on the validation split; each run reads the test split once, at its end.\n",
-        *(f"- ρ = {rho:g}: {text}" for rho, text in splits.items()),
-        "\n## Main table: from scratch vs MGP on the LT split, by loss (default mixing: "
-        f"{recipe['default_mixing']})\n",
-        table(cells, "main", ("start", "ρ", "loss")),
-        "## Ablations (Bal-BCE after MGP, first ρ)\n",
-        table(cells, "ablations", ("start", "τ", "mixing")),
+        f"Command: `{command}`; commits {sorted({r['commit'] for r in records.values()})}; {machine}. Test top-1 (%) "
+        "by group; ECE (15 bins) as trained and after temperature scaling fitted on validation; mean ± std over the "
+        "seeds. Models chosen on the validation split; each run reads the test split once, at its end. Wall time: "
+        f"{sum(r['wall_s'] for r in records.values()) / 3600:.1f} h summed over {len(runs)} runs.\n",
+        *(f"- ρ = {rho:g}: train {s['train_counts']} ({sum(s['train_counts'])} images), validation "
+          f"{sum(s['validation_counts'])}, test {sum(s['test_counts'])}" for rho, s in splits.items()),  # fmt: skip
+        "\n## The claims\n",
+        *verdicts(recipe, cells),
+        f"\n## Main table: from scratch vs MGP on the LT split, by loss (seeds {recipe['seeds']})\n",
+        table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss")),
+        f"## Ablations (Bal-BCE after MGP, ρ = {rho0:g}, seeds {recipe['ablation_seeds']})\n",
+        table({f"{k[3]} | {changes(recipe['ablations'].get(k[3], {}))}": cells[k] for k in
+               sorted((k for k in cells if k[0] == "ablations"), key=lambda k: k[3] != REFERENCE)},
+              ("ablation", "flags")),
+        "## Baselines on the same splits\n",
     ]
-    return "\n".join(lines)
+    for run in runs:
+        if run.stage == "baselines":
+            split = json.loads((work / run.name / "baselines.json").read_text())["split"]
+            ours = splits.get(run.cell[1])
+            if ours and split["train_counts"] != ours["train_counts"]:
+                raise ValueError(f"{run.name} trained on {split['train_counts']}, the runs on {ours['train_counts']}: "
+                                 "keep every data flag in the recipe's 'data'.")  # fmt: skip
+            lines.append(f"### ρ = {run.cell[1]:g}\n\n" + (work / run.name / "baselines.md").read_text())
+    lines.append("## Every run\n\n| run | wall s | commit | command |\n|---|---|---|---|")
+    lines += [f"| {name} | {r['wall_s']:.0f} | {r['commit']} | `{r['command'] or 'a random ViTMAE (MAE init)'}` |"
+              for name, r in records.items()]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="JSON recipe (recipes/reproduce/).")
-    parser.add_argument("--only", choices=["main", "ablations"], help="Run one part of the table.")
+    parser.add_argument("--only", choices=["main", "ablations", "baselines"], help="Run one part of the table.")
     parser.add_argument("--starts", nargs="+", choices=["scratch", "lt", "balanced"],
                         help="Only the fine-tunes from these starting points (default: all).")
+    parser.add_argument("--seeds", nargs="+", type=int, help="Only these of the recipe's seeds.")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Runs at once; each gets cores (or OMP_NUM_THREADS if set) / jobs threads.")
     parser.add_argument("--work_dir", default="outputs/reproduce", help="Where runs are written (and reused).")
     parser.add_argument("--output", default="docs/RESULTS.md", help="The Markdown table.")
     opts = parser.parse_args()
     recipe = json.loads(Path(opts.recipe).read_text())
     work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    runs = plan(recipe, opts.only, opts.starts)
-    for i, run in enumerate(runs, 1):
-        print(f"[{i}/{len(runs)}] {run.name}", flush=True)
-        execute(run, work, recipe)
-    text = report(opts.recipe, recipe, runs, work)
+    runs = plan(recipe, opts.only, opts.starts, opts.seeds)
+    execute_all(runs, work, opts.jobs)
+    text = report(shlex.join(["python", "benchmarks/reproduce.py", *sys.argv[1:]]), recipe, runs, work)
     Path(opts.output).write_text(text)
     print(text)
 

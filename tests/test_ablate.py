@@ -46,11 +46,11 @@ def test_the_table_averages_each_variants_validation_numbers_over_seeds(tmp_path
         metrics = {"eval_accuracy": accuracy, "eval_head_accuracy": 0.9, "eval_middle_accuracy": 0.6,
                    "eval_tail_accuracy": accuracy - 0.1}  # fmt: skip
         (tmp_path / run.name / "eval_results.json").write_text(json.dumps(metrics))
-        (tmp_path / f"{run.name}.wall").write_text(str(wall))
+        (tmp_path / f"{run.name}.run.json").write_text(json.dumps({"wall_s": wall}))
     for run in (r for r in runs if r.stage == "pretrain"):
         (tmp_path / run.name).mkdir()
         (tmp_path / run.name / "eval_results.json").write_text(json.dumps({"eval_loss": 0.8 if run.seed else 0.7}))
-        (tmp_path / f"{run.name}.wall").write_text("50")
+        (tmp_path / f"{run.name}.run.json").write_text(json.dumps({"wall_s": 50.0}))
     text = table(recipe, variant_results(runs, tmp_path))
     # overall (70 + 74) / 2 = 72.0, sample std 2.83; tail 62 ± 2.8; MGP loss 0.75 ± 0.071; wall MGP + BFT 160 ± 14
     row = text.splitlines()[-1]

@@ -1,66 +1,163 @@
-"""benchmarks/reproduce.py: the table it plans for the GPU (checked without running it), and a tiny CPU run of every
-kind of cell through the real scripts."""
+"""benchmarks/reproduce.py: the tables it plans (checked without running them), its scheduling, resuming and verdicts,
+and a tiny CPU run of every kind of cell through the real scripts."""
 
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
-
-import pytest
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from reproduce import plan  # noqa: E402
+import reproduce  # noqa: E402
+from reproduce import Run, plan, run_command, verdict  # noqa: E402
+
+from livt_hf.runs import COMPLETE_MARKER  # noqa: E402
+
+
+def recipe(name):
+    return json.loads((REPO / f"recipes/reproduce/{name}.json").read_text())
 
 
 def test_the_gpu_recipe_plans_the_issue_table():
-    recipe = json.loads((REPO / "recipes/reproduce/fmnist_lt_h100.json").read_text())
-    runs = plan(recipe, None)
+    runs = plan(recipe("fmnist_lt_h100"))
     stages = Counter(r.stage for r in runs)
-    # 3 seeds × (2 ρ × 2 starts × 4 losses + τ 0.9, 1.1 + mixing none, UniMix + balanced MGP) fine-tunes, started from
-    # 3 random checkpoints and 3 × (2 LT + 1 balanced) MGP runs
-    assert stages == {"finetune": 3 * (16 + 5), "scratch": 3, "pretrain": 9}
+    # 3 seeds × (2 ρ × 2 starts × 4 losses + 6 ablations) fine-tunes, started from 3 random checkpoints and
+    # 3 × (2 LT + 1 balanced) MGP runs; one baselines run per ρ
+    assert stages == {"finetune": 3 * (16 + 6), "scratch": 3, "pretrain": 9, "baselines": 2}
     cells = Counter(r.cell for r in runs if r.stage == "finetune")
-    assert len(cells) == 16 + 5 and set(cells.values()) == {3}  # every cell over the 3 seeds
-    assert ("main", "scratch", 500, "bal_ce", 1.0, "mixup_cutmix") in cells
-    assert ("ablations", "balanced", 100, "bal_bce", 1.0, "mixup_cutmix") in cells
+    assert len(cells) == 16 + 6 and set(cells.values()) == {3}  # every cell over the 3 seeds
+    assert ("main", "scratch", 500, "bal_ce") in cells and ("ablations", "balanced", 100, "balanced_mgp") in cells
     names = {r.name for r in runs}
-    assert all(r.needs in names for r in runs if r.stage == "finetune")  # every start is planned
-    assert {r.needs for r in runs if r.cell and r.cell[0] == "main" and r.cell[1] == "lt"} == {
+    assert all(r.needs in names for r in runs if r.stage == "finetune")  # every start is planned …
+    position = {r.name: i for i, r in enumerate(runs)}
+    assert all(position[r.needs] < position[r.name] for r in runs if r.needs)  # … before the runs that need it
+    assert {r.needs for r in runs if r.cell[:2] == ("main", "lt")} == {
         f"mgp-lt-rho{rho}-s{s}" for rho in (100, 500) for s in (0, 1, 2)
     }
-    unimix = next(r for r in runs if r.cell and r.cell[5] == "unimix")
-    assert unimix.flags["unimix_tau"] == -1.0 and unimix.flags["mix_until_epoch"] == 30
+    unimix = next(r for r in runs if r.cell[-1:] == ("unimix_stop_30",))
+    assert unimix.flags | {"mixing": "unimix", "unimix_tau": -1.0, "mix_until_epoch": 30} == unimix.flags
+    assert unimix.flags["loss"] == "bal_bce" and unimix.flags["imbalance_ratio"] == 100
+    nt = next(r for r in runs if r.cell[-1:] == ("nt_bce_star_2",))
+    assert nt.flags["loss"] == "nt_bce_bal" and nt.flags["negative_tolerance"] == 2.0
     balanced = next(r for r in runs if r.name == "mgp-balanced-rho100-s1")
     assert balanced.flags["balanced"] and balanced.flags["seed"] == 1 and balanced.flags["imbalance_ratio"] == 100
-    assert {r.cell[0] for r in plan(recipe, "ablations") if r.stage == "finetune"} == {"ablations"}
-    assert all(not r.name.startswith("mgp-lt-rho500") for r in plan(recipe, "ablations"))
-    after_mgp = plan(recipe, "main", ["lt"])
+    ablations = plan(recipe("fmnist_lt_h100"), "ablations")
+    # the ablations and, as their reference row, the main cell they change
+    assert {r.cell[0] for r in ablations if r.stage == "finetune"} == {"ablations", "main"}
+    assert {r.cell for r in ablations if r.cell[:1] == ("main",)} == {("main", "lt", 100, "bal_bce")}
+    assert all(not r.name.startswith("mgp-lt-rho500") for r in ablations)
+    after_mgp = plan(recipe("fmnist_lt_h100"), "main", ["lt"])
     assert {r.cell[1] for r in after_mgp if r.stage == "finetune"} == {"lt"} and len(after_mgp) == 3 * (8 + 2)
-    assert {r.stage for r in after_mgp} == {"finetune", "pretrain"}  # no scratch checkpoints, no balanced MGP
+    assert {r.stage for r in after_mgp} == {"finetune", "pretrain"}  # no scratch, no balanced MGP, no baselines
 
 
-def test_a_tiny_reproduction_runs_every_kind_of_cell(tmp_path):
-    results = tmp_path / "RESULTS.md"
+def test_the_cpu_recipe_plans_the_main_table_at_three_seeds_and_the_ablations_at_one():
+    runs = plan(recipe("fmnist_lt_cpu"))
+    main = Counter(r.cell for r in runs if r.cell[:1] == ("main",))
+    assert len(main) == 16 and set(main.values()) == {3}
+    ablations = [r for r in runs if r.cell[:1] == ("ablations",)]
+    assert len(ablations) == 7 and {r.seed for r in ablations} == {0}
+    assert Counter(r.stage for r in runs) == {"finetune": 48 + 7, "pretrain": 3 * 2 + 1, "scratch": 3, "baselines": 2}
+    baselines = [r for r in runs if r.stage == "baselines"]
+    assert runs[:2] == baselines and {r.flags["seeds"] == [0, 1, 2] for r in baselines} == {True}
+    assert baselines[1].flags | {"max_per_class": 5000, "imbalance_ratio": 500} == baselines[1].flags
+    # run in parts: one seed at a time, seed by seed
+    seed0 = plan(recipe("fmnist_lt_cpu"), seeds=[0])
+    assert {r.seed for r in seed0 if r.stage != "baselines"} == {0} and seed0[0].flags["seeds"] == [0]
+    assert [r.seed for r in runs if r.stage != "baselines"] == sorted(r.seed for r in runs if r.stage != "baselines")
+
+
+def test_runs_start_after_what_they_need_and_run_jobs_at_once(tmp_path, monkeypatch):
+    log, lock = [], threading.Lock()
+
+    def fake_execute(run, work):
+        with lock:
+            log.append(("start", run.name))
+        time.sleep(0.05 if run.stage == "finetune" else 0.3)
+        with lock:
+            log.append(("end", run.name))
+
+    monkeypatch.setattr(reproduce, "execute", fake_execute)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs = [Run("pretrain", "mgp-a", {}), Run("finetune", "bft-a1", {}, needs="mgp-a"),
+            Run("finetune", "bft-a2", {}, needs="mgp-a"), Run("pretrain", "mgp-b", {}),
+            Run("finetune", "bft-b1", {}, needs="mgp-b")]  # fmt: skip
+    reproduce.execute_all(runs, tmp_path, jobs=2)
+    at = {event: i for i, event in enumerate(log)}
+    for run in runs:
+        if run.needs:
+            assert at[("end", run.needs)] < at[("start", run.name)]
+    # the two MGP runs overlap: mgp-b starts while mgp-a runs (its fine-tunes cannot start yet)
+    assert at[("start", "mgp-b")] < at[("end", "mgp-a")]
+    assert os.environ["OMP_NUM_THREADS"] == str(max(1, os.cpu_count() // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # a budget already set is shared between the jobs
+    reproduce.execute_all(runs[:1], tmp_path, jobs=3)
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+
+
+def test_a_stopped_run_continues_from_its_last_complete_checkpoint(tmp_path):
+    run = Run("finetune", "bft-x", {"loss": "bal_bce"}, needs="mgp-x")
+    fresh = run_command(run, tmp_path)
+    assert "--overwrite_output_dir" in fresh and "--resume_from_checkpoint" not in fresh
+    assert fresh[fresh.index("--mae_checkpoint") + 1] == str(tmp_path / "mgp-x")
+    (tmp_path / "bft-x/checkpoint-8").mkdir(parents=True)  # a kill while saving: not complete, start again
+    assert "--overwrite_output_dir" in run_command(run, tmp_path)
+    (tmp_path / "bft-x/checkpoint-4").mkdir()
+    (tmp_path / "bft-x/checkpoint-4" / COMPLETE_MARKER).touch()
+    resumed = run_command(run, tmp_path)
+    assert resumed[resumed.index("--resume_from_checkpoint") + 1] == "last" and "--overwrite_output_dir" not in resumed
+
+
+def test_verdicts_against_hand_worked_differences():
+    def cell(*overall):
+        return {"overall": list(overall)}
+
+    # d = 82 − 79 = 3; variances 4 and 1, pooled 2.5; 2 SE = 2·√(2.5/3 + 2.5/3) = 2.58 < 3
+    line = verdict("x", cell(80, 82, 84), cell(78, 79, 80), "overall", "higher", "paper")
+    assert "+3.00 (2 SE = 2.58): **holds**" in line
+    assert "**does not hold**" in verdict("x", cell(80, 82, 84), cell(78, 79, 80), "overall", "lower", "paper")
+    # d = 2 ≤ 2.58: within noise
+    assert "+2.00 (2 SE = 2.58): **within noise**" in verdict("x", cell(80, 82, 84), cell(79, 80, 81), "overall",
+                                                             "higher", "paper")  # fmt: skip
+    # one seed against three: the three seeds' variance (4) stands for both sides: 2·√(4/1 + 4/3) = 4.62 ≥ 3
+    assert "+3.00 (2 SE = 4.62): **within noise: holds**" in verdict("x", cell(85), cell(80, 82, 84), "overall",
+                                                                    "close", "paper")  # fmt: skip
+    assert "**one seed: not judged**" in verdict("x", cell(85), cell(80), "overall", "close", "paper")
+    assert "not measured" in verdict("x", cell(85), None, "overall", "higher", "paper")
+    assert "not measured" in verdict("x", {"few": []}, {"few": []}, "few", "higher", "paper")
+
+
+def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run(tmp_path):
+    results, work = tmp_path / "RESULTS.md", tmp_path / "work"
     command = [sys.executable, str(REPO / "benchmarks/reproduce.py"), str(REPO / "recipes/reproduce/cpu_smoke.json"),
-               "--work_dir", str(tmp_path / "work"), "--output", str(results)]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+               "--work_dir", str(work), "--output", str(results)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = results.read_text()
-    run = json.loads((tmp_path / "work/bft-lt-rho10-bal_bce-tau1.1-mixup_cutmix-s0/results.json").read_text())
+    run = json.loads((work / "bft-lt-rho10-tau_1.1-s0/results.json").read_text())
     # the table's cell is that run's numbers (one seed: no ± part)
-    row = next(line for line in text.splitlines() if line.startswith("| lt | 1.1 | mixup_cutmix |"))
-    assert row.split(" | ")[3] == f"{100 * run['metrics']['accuracy']:.2f}"
-    assert "| scratch | 10 | bal_bce |" in text and "| balanced | 1.0 | mixup_cutmix |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tau_1.1 | tau 1.1 |"))
+    assert row.split(" | ")[2] == f"{100 * run['metrics']['accuracy']:.2f}"
+    assert row.split(" | ")[10] == f"{list(run['calibration'].values())[1]['ece']:.3f}"  # ECE after scaling
+    assert "| scratch | 10 | bal_bce |" in text and "| balanced_mgp | start balanced |" in text
+    assert "| reference | — |" in text and "MGP on the LT split vs on a balanced split" in text
     assert "ρ = 10: train [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]" in text
-    config = json.loads((tmp_path / "work/bft-lt-rho10-bal_bce-tau1.1-mixup_cutmix-s0/config.json").read_text())
+    assert "### ρ = 10" in text and "| linear (softmax regression, pixels) | la (τ = 1) |" in text
+    config = json.loads((work / "bft-lt-rho10-tau_1.1-s0/config.json").read_text())
     assert config["tau"] == 1.1 and config["loss"] == "bal_bce"
-    pretrain = json.loads((tmp_path / "work/mgp-balanced-rho10-s0/lt_split.json").read_text())
+    pretrain = json.loads((work / "mgp-balanced-rho10-s0/lt_split.json").read_text())
     assert pretrain["balanced"] and len(set(pretrain["train_counts"])) <= 2  # the same size, spread evenly
-    # finished runs are reused: a second invocation trains nothing
-    before = {p: p.stat().st_mtime for p in (tmp_path / "work").glob("*/model.safetensors")}
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0 and {p: p.stat().st_mtime for p in before} == before
+    # a run stopped after its last checkpoint continues from it; finished runs are reused (nothing else trains)
+    (work / "bft-lt-rho10-tau_1.1-s0/run_config.json").unlink()
+    before = {p: p.stat().st_mtime for p in work.glob("*/model.safetensors")}
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    changed = {p.parent.name for p, t in before.items() if p.stat().st_mtime != t}
+    assert changed == {"bft-lt-rho10-tau_1.1-s0"}
+    record = json.loads((work / "bft-lt-rho10-tau_1.1-s0.run.json").read_text())
+    assert "--resume_from_checkpoint last" in record["command"]
+    assert "Resuming from" in (work / "bft-lt-rho10-tau_1.1-s0.log").read_text()
