@@ -1,6 +1,7 @@
 """Calibration metrics (UniMix Eq. D.2–D.6) against hand computations and torchmetrics."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -127,3 +128,23 @@ def test_temperature_scaling_of_the_sigmoid_losses_uses_their_probabilities():
     labels = np.array([rng.choice(5, p=p / p.sum()) for p in sigmoids])
     assert fit_temperature(logits, labels, "bal_bce") == pytest.approx(2.5, rel=0.1)
     assert fit_temperature(logits, labels, "ce") != pytest.approx(2.5, rel=0.2)
+
+
+def test_no_temperature_is_fitted_when_every_validation_image_is_right():
+    """All right: the NLL of z / T falls towards 0 as T → 0 (here a mean 0.210 at T = 1, 1.1e-5 at T = 0.1), so any T
+    the optimiser stops at is an artefact (0.026 on 54 all-right validation images of digits); T = 1 is kept."""
+    from livt_hf.metrics.calibration import fit_logit_scaling, fit_temperature
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [-1.0, 0.5, 2.5], [1.0, -2.0, 0.0]])
+    labels = np.array([0, 1, 2, 0])
+    for loss in ("ce", "bal_bce"):
+        with pytest.warns(UserWarning, match="no temperature can be fitted"):
+            assert fit_temperature(logits, labels, loss) == 1.0
+    with pytest.warns(UserWarning, match="no temperature can be fitted"):
+        t, biases = fit_logit_scaling(logits, labels, "ce", class_biases=True)
+    assert t == 1.0 and biases.tolist() == [0.0, 0.0, 0.0]
+    labels[3] = 2  # one wrong (its label's logit 1 below the top): a finite T is fitted, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = fit_temperature(logits, labels, "ce")
+    assert 0.2 < t < 5 and t != 1.0

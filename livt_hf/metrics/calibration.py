@@ -13,6 +13,8 @@ Which probabilities to pass (`probabilities_from_logits`):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -39,9 +41,20 @@ def fit_logit_scaling(
     logits: np.ndarray | torch.Tensor, labels: np.ndarray, loss: str, class_biases: bool = False
 ) -> tuple[float, torch.Tensor | None]:
     """The T > 0 (and, with `class_biases`, one bias per class: Alexandari et al. 2020's bias-corrected temperature
-    scaling) minimising the NLL of the loss family's probabilities of z / T + b. Fit on validation, never on test."""
+    scaling) minimising the NLL of the loss family's probabilities of z / T + b. Fit on validation, never on test.
+
+    When every image is predicted right the NLL falls without bound as T → 0 (a small validation split of an easy
+    set): nothing can be fitted, so T = 1 and b = 0 are returned, with a warning."""
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels))
+    if bool((z.argmax(-1) == y).all()):
+        warnings.warn(
+            f"All {len(y)} validation images are predicted right, so the NLL has no minimum (it falls as T → 0) and "
+            "no temperature can be fitted: T = 1 (no scaling). A larger validation split (--validation_split) lets "
+            "it be fitted.",
+            stacklevel=2,
+        )
+        return 1.0, torch.zeros(z.shape[1], dtype=torch.float64) if class_biases else None
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     biases = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=class_biases)
     params = [log_t, biases] if class_biases else [log_t]
