@@ -20,7 +20,7 @@ from .data.samplers import SAMPLERS
 from .data.transforms import auto_augment_transform, check_crop_and_erasing
 from .data.sources import FASHION_MNIST_DIR
 from .losses import LOSS_DEFAULTS, LOSSES, PRIOR_AWARE_LOSSES, resolve_test_prior
-from .mae import NEW_MAE_GEOMETRY
+from .mae import NEW_MAE_GEOMETRY, check_patch_grid
 from .optim import check_layer_decay
 
 
@@ -256,8 +256,7 @@ class PretrainModelArguments:
         for name, value in NEW_MAE_GEOMETRY.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"--image_size {self.image_size} is not a multiple of --patch_size {self.patch_size}.")
+        check_patch_grid(self.image_size, self.patch_size, "change --image_size or --patch_size")
 
 
 @dataclass

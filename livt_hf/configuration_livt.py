@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
 from .losses import LOSS_DEFAULTS, LOSSES, SIGMOID_LOSSES, build_loss, resolve_test_prior
+from .mae import check_patch_grid
 
 HEAD_BIAS_INITS = ("prior", "zero")
 
@@ -78,9 +79,7 @@ class LiVTConfig(ViTConfig):
         return {name: getattr(self, name) for name in LOSS_DEFAULTS}
 
     def validate_livt(self):
-        if self.image_size % self.patch_size:  # a ViT's patch grid would silently drop the remainder's pixels
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}: pass an "
-                             f"--image_size that is (the encoder's patch size is {self.patch_size}).")
+        check_patch_grid(self.image_size, self.patch_size, "pass an --image_size that is (the encoder's patch size)")
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSSES}.")
         if self.head_bias_init not in HEAD_BIAS_INITS:

@@ -27,6 +27,12 @@ OBJECTIVE = ("mask_ratio", "norm_pix_loss")
 POSITION_TABLES = {"vit.embeddings.position_embeddings", "decoder.decoder_pos_embed"}
 
 
+def check_patch_grid(image_size: int, patch_size: int, fix: str) -> None:
+    """A ViT's patch grid would silently drop the pixels past the last whole patch: such a size is refused."""
+    if image_size % patch_size:
+        raise ValueError(f"--image_size {image_size} is not a multiple of the patch_size {patch_size}: {fix}.")
+
+
 def new_vitmae(config: ViTMAEConfig) -> ViTMAEForPreTraining:
     """`ViTMAEForPreTraining(config)` with MAE's initialisation restored.
 
@@ -149,8 +155,7 @@ def mae_from_checkpoint(args) -> ViTMAEForPreTraining:
                    fix="drop those flags (the checkpoint's geometry is used), or leave out --model_name_or_path to "
                    "pretrain a new model of that shape")  # fmt: skip
     image_size = args.image_size or config.image_size
-    if image_size % config.patch_size:
-        raise ValueError(f"--image_size {image_size} is not a multiple of the checkpoint's patch_size {config.patch_size}.")
+    check_patch_grid(image_size, config.patch_size, "pass an --image_size that is (the checkpoint's patch size)")
     model, loading = ViTMAEForPreTraining.from_pretrained(
         name, image_size=image_size, **{field: getattr(args, field) for field in OBJECTIVE},
         ignore_mismatched_sizes=True, output_loading_info=True,  # the position tables, when the grid changes

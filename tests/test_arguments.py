@@ -45,7 +45,7 @@ CASES = [
     (MixingArguments, ["--mixing", "cutmix"], r"Unknown --mixing 'cutmix'; choose one of"),
     (MixingArguments, ["--remix_kappa", "2"], r"remix_kappa .*no effect"),
     (PretrainModelArguments, ["--mask_ratio", "1"], r"--mask_ratio must be in \(0, 1\), got 1.0"),
-    (PretrainModelArguments, ["--patch_size", "5"], r"--image_size 28 is not a multiple of --patch_size 5"),
+    (PretrainModelArguments, ["--patch_size", "5"], r"--image_size 28 is not a multiple of the patch_size 5: change --image_size or --patch_size"),
     (PretrainModelArguments, ["--num_channels", "2"], r"--num_channels must be 1 \(grayscale\) or 3 \(RGB\), got 2"),
     (FinetuningArguments, [*TRAINING, "--per_device_train_batch_size", "0"], r"--per_device_train_batch_size must be ≥ 1"),
     (FinetuningArguments, [*TRAINING, "--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], r"Both --learning_rate .* Pass one"),

@@ -171,7 +171,7 @@ def test_another_image_size_recomputes_the_position_tables_only(hub_mae, caplog)
     assert model(torch.randn(2, 3, 56, 56)).loss.isfinite()
     assert "--image_size 56: the checkpoint's position embeddings (28 px) are recomputed for the 8 × 8 patch grid" \
         in caplog.text  # fmt: skip
-    with pytest.raises(ValueError, match="--image_size 30 is not a multiple of the checkpoint's patch_size 7"):
+    with pytest.raises(ValueError, match="--image_size 30 is not a multiple of the patch_size 7: pass an --image_size that is \\(the checkpoint's"):
         mae_from_checkpoint(mae_args(hub_mae, image_size=30))
 
 

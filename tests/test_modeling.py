@@ -105,7 +105,7 @@ def test_forward_with_labels_uses_the_configured_loss(tiny_mae_dir):
     "kwargs, message",
     [(dict(loss="nope"), "Unknown loss"), (dict(class_counts=[1, 2, 3]), "class_counts has 3 entries"),
      (dict(drop_path_rate=1.0), "drop_path_rate"), (dict(class_counts=[4, 0, 1, 1]), "no training images"),
-     (dict(image_size=30, patch_size=7), "image_size 30 is not a multiple of patch_size 7: pass an --image_size")],
+     (dict(image_size=30, patch_size=7), "--image_size 30 is not a multiple of the patch_size 7: pass an --image_size that is")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(Exception, match=message):
