@@ -164,7 +164,8 @@ def execute(run: Run, work: Path) -> None:
         if done.returncode != 0:
             raise RuntimeError(f"{run.name} failed (exit {done.returncode}); its log: {log}")
     record = {"wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(), "command": command and
-              shlex.join(command), "torch_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
+              shlex.join(command), "torch_threads": os.environ.get("OMP_NUM_THREADS"),
+              "resumed": bool(command and "--resume_from_checkpoint" in command)}  # fmt: skip  # wall: this part only
     (work / f"{run.name}.run.json").write_text(json.dumps(record, indent=1))
 
 
@@ -338,8 +339,8 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path) -> str:
                                  "keep every data flag in the recipe's 'data'.")  # fmt: skip
             lines.append(f"### ρ = {run.cell[1]:g}\n\n" + (work / run.name / "baselines.md").read_text())
     lines.append("## Every run\n\n| run | wall s | commit | command |\n|---|---|---|---|")
-    lines += [f"| {name} | {r['wall_s']:.0f} | {r['commit']} | `{r['command'] or 'a random ViTMAE (MAE init)'}` |"
-              for name, r in records.items()]  # fmt: skip
+    lines += [f"| {name} | {r['wall_s']:.0f}{' (the resumed part)' * r.get('resumed', False)} | {r['commit']} | "
+              f"`{r['command'] or 'a random ViTMAE (MAE init)'}` |" for name, r in records.items()]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

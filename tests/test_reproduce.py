@@ -159,5 +159,6 @@ def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run
     changed = {p.parent.name for p, t in before.items() if p.stat().st_mtime != t}
     assert changed == {"bft-lt-rho10-tau_1.1-s0"}
     record = json.loads((work / "bft-lt-rho10-tau_1.1-s0.run.json").read_text())
-    assert "--resume_from_checkpoint last" in record["command"]
+    assert "--resume_from_checkpoint last" in record["command"] and record["resumed"]
+    assert "| bft-lt-rho10-tau_1.1-s0 | " in results.read_text() and " (the resumed part) |" in results.read_text()
     assert "Resuming from" in (work / "bft-lt-rho10-tau_1.1-s0.log").read_text()
