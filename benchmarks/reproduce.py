@@ -143,10 +143,14 @@ def git_commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
 
 
+def finished(run: Run, work: Path) -> bool:
+    return (work / run.name / FINISHED[run.stage]).exists() and (work / f"{run.name}.run.json").exists()
+
+
 def execute(run: Run, work: Path) -> None:
     """Run one script (or save a random ViTMAE) unless it finished earlier; record its wall time, commit, command."""
     out = work / run.name
-    if (out / FINISHED[run.stage]).exists():
+    if finished(run, work):
         return
     start, command = time.perf_counter(), None
     if run.stage == "scratch":
@@ -219,12 +223,12 @@ def cell_results(runs: list[Run], work: Path) -> dict[tuple, dict[str, list[floa
 
 
 def table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...]) -> str:
-    """A Markdown table: one row per described cell (its key columns joined by ' | ')."""
-    head = f"| {' | '.join(keys)} | {' | '.join(COLUMNS)} |\n|{'---|' * (len(keys) + len(COLUMNS))}\n"
+    """A Markdown table: one row per described cell (its key columns joined by ' | '), with its number of seeds."""
+    head = f"| {' | '.join(keys)} | seeds | {' | '.join(COLUMNS)} |\n|{'---|' * (len(keys) + 1 + len(COLUMNS))}\n"
     lines = []
     for described, values in rows.items():
         numbers = [mean_std(values[c], 3 if c.startswith("ECE") else 0 if c.startswith("wall") else 2) for c in COLUMNS]
-        lines.append(f"| {described} | {' | '.join(numbers)} |")
+        lines.append(f"| {described} | {len(values['seeds'])} | {' | '.join(numbers)} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -296,7 +300,8 @@ def changes(flags: dict) -> str:
     return "; ".join(f"{k} {v}" for k, v in flags.items()) or "—"
 
 
-def report(command: str, recipe: dict, runs: list[Run], work: Path) -> str:
+def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int) -> str:
+    """The Markdown of `runs` (finished), out of `planned` runs."""
     cells = cell_results(runs, work)
     rho0 = recipe["imbalance_ratios"][0]
     reference = cells.get(("main", "lt", rho0, "bal_bce"))
@@ -310,14 +315,17 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path) -> str:
             split = json.loads((work / run.name / "lt_split.json").read_text())
             splits[run.cell[2]] = split
     records = {run.name: run_record(work, run.name) for run in runs}
+    threads = sorted({str(r["torch_threads"]) for r in records.values()})
     machine = (torch.cuda.get_device_name() if torch.cuda.is_available() else
-               f"CPU ({os.cpu_count()} cores)") + f", {records[runs[0].name]['torch_threads']} torch thread(s) per run"
+               f"CPU ({os.cpu_count()} cores)") + f", {' or '.join(threads)} torch thread(s) per run"
     lines = [
         "# Reproduction on Fashion-MNIST-LT\n",
         f"Command: `{command}`; commits {sorted({r['commit'] for r in records.values()})}; {machine}. Test top-1 (%) "
         "by group; ECE (15 bins) as trained and after temperature scaling fitted on validation; mean ± std over the "
         "seeds. Models chosen on the validation split; each run reads the test split once, at its end. Wall time: "
         f"{sum(r['wall_s'] for r in records.values()) / 3600:.1f} h summed over {len(runs)} runs.\n",
+        *([f"**Partial: {len(runs)} of the {planned} planned runs have finished**; each cell shows the seeds it has so "
+           "far.\n"] if len(runs) < planned else []),  # fmt: skip
         *(f"- ρ = {rho:g}: train {s['train_counts']} ({sum(s['train_counts'])} images), validation "
           f"{sum(s['validation_counts'])}, test {sum(s['test_counts'])}" for rho, s in splits.items()),  # fmt: skip
         "\n## The claims\n",
@@ -355,13 +363,17 @@ def main() -> None:
                         help="Runs at once; each gets cores (or OMP_NUM_THREADS if set) / jobs threads.")
     parser.add_argument("--work_dir", default="outputs/reproduce", help="Where runs are written (and reused).")
     parser.add_argument("--output", default="docs/RESULTS.md", help="The Markdown table.")
+    parser.add_argument("--report_only", action="store_true",
+                        help="Train nothing: the table of the runs finished so far (another process may be running).")
     opts = parser.parse_args()
     recipe = json.loads(Path(opts.recipe).read_text())
     work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     runs = plan(recipe, opts.only, opts.starts, opts.seeds)
-    execute_all(runs, work, opts.jobs)
-    text = report(shlex.join(["python", "benchmarks/reproduce.py", *sys.argv[1:]]), recipe, runs, work)
+    if not opts.report_only:
+        execute_all(runs, work, opts.jobs)
+    done = [run for run in runs if finished(run, work)]
+    text = report(shlex.join(["python", "benchmarks/reproduce.py", *sys.argv[1:]]), recipe, done, work, len(runs))
     Path(opts.output).write_text(text)
     print(text)
 

@@ -140,20 +140,26 @@ def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run
     text = results.read_text()
     run = json.loads((work / "bft-lt-rho10-tau_1.1-s0/results.json").read_text())
     # the table's cell is that run's numbers (one seed: no ± part)
-    row = next(line for line in text.splitlines() if line.startswith("| tau_1.1 | tau 1.1 |"))
-    assert row.split(" | ")[2] == f"{100 * run['metrics']['accuracy']:.2f}"
-    assert row.split(" | ")[10] == f"{list(run['calibration'].values())[1]['ece']:.3f}"  # ECE after scaling
+    row = next(line for line in text.splitlines() if line.startswith("| tau_1.1 | tau 1.1 | 1 |"))
+    assert row.split(" | ")[3] == f"{100 * run['metrics']['accuracy']:.2f}"
+    assert row.split(" | ")[11] == f"{list(run['calibration'].values())[1]['ece']:.3f}"  # ECE after scaling
     assert "| scratch | 10 | bal_bce |" in text and "| balanced_mgp | start balanced |" in text
-    assert "| reference | — |" in text and "MGP on the LT split vs on a balanced split" in text
+    assert "| reference | — | 1 |" in text and "MGP on the LT split vs on a balanced split" in text
     assert "ρ = 10: train [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]" in text
     assert "### ρ = 10" in text and "| linear (softmax regression, pixels) | la (τ = 1) |" in text
     config = json.loads((work / "bft-lt-rho10-tau_1.1-s0/config.json").read_text())
     assert config["tau"] == 1.1 and config["loss"] == "bal_bce"
     pretrain = json.loads((work / "mgp-balanced-rho10-s0/lt_split.json").read_text())
     assert pretrain["balanced"] and len(set(pretrain["train_counts"])) <= 2  # the same size, spread evenly
-    # a run stopped after its last checkpoint continues from it; finished runs are reused (nothing else trains)
+    # a run stopped after its last checkpoint: --report_only tables the others and trains nothing …
     (work / "bft-lt-rho10-tau_1.1-s0/run_config.json").unlink()
     before = {p: p.stat().st_mtime for p in work.glob("*/model.safetensors")}
+    partial = subprocess.run([*command, "--report_only"], capture_output=True, text=True, timeout=300)
+    assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
+    assert "**Partial: 7 of the 8 planned runs have finished**" in results.read_text()
+    assert "| tau_1.1 |" not in results.read_text() and "| balanced_mgp | start balanced | 1 |" in results.read_text()
+    assert {p: p.stat().st_mtime for p in before} == before
+    # … and the table continues it from its last checkpoint; finished runs are reused (nothing else trains)
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     changed = {p.parent.name for p, t in before.items() if p.stat().st_mtime != t}
