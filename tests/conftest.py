@@ -10,6 +10,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest-xdist (setup.cfg: -n aut
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import ViTMAEConfig  # noqa: E402
 
 from livt_hf.data import FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
@@ -51,6 +52,12 @@ def fashion_mnist():
 @pytest.fixture(scope="session")
 def tiny_mae_dir(tmp_path_factory):
     """A randomly initialised, tiny ViTMAE checkpoint (28 px, 1 channel, patch 7)."""
-    path = tmp_path_factory.mktemp("tiny_mae")
+    return save_tiny_mae(tmp_path_factory.mktemp("tiny_mae"))
+
+
+def save_tiny_mae(path: Path, seed: int | None = None) -> Path:
+    """A new tiny ViTMAE (TINY_MAE) saved at `path`; from `seed` where a test needs one known initialisation."""
+    if seed is not None:
+        torch.manual_seed(seed)
     new_vitmae(ViTMAEConfig(**TINY_MAE)).save_pretrained(path)
     return path

@@ -12,10 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformers import ViTMAEConfig
-
-from conftest import REPO, TINY_MAE
-from livt_hf.mae import new_vitmae
+from conftest import REPO, save_tiny_mae
 
 # 199 training images in batches of 16: 13 steps per epoch; checkpoints every 4 steps, the kill at step 18 falls in
 # the second epoch, 2 steps after checkpoint-16
@@ -34,17 +31,10 @@ def finetune(mae_dir, out_dir, *extra, env=None):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-def seeded_mae(path, seed):
-    """A tiny ViTMAE (conftest's geometry) from a fixed seed: the resume tests compare runs of one known model, since
-    some initialisations hit the known fault below."""
-    torch.manual_seed(seed)
-    new_vitmae(ViTMAEConfig(**TINY_MAE)).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def resume_mae_dir(tmp_path_factory):
-    return seeded_mae(tmp_path_factory.mktemp("resume_mae"), seed=0)
+    """Seed 0: an initialisation that resumes exactly here (some hit the known fault below)."""
+    return save_tiny_mae(tmp_path_factory.mktemp("resume_mae"), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +110,7 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp
                    "optimizer, RNG) is the same in both (AMD EPYC, transformers 5.24 and 5.25). Not strict: whether an "
                    "initialisation hits it may differ between CPUs. Once fixed, make the test plain.")
 def test_known_fault_a_killed_run_from_another_initialisation_resumes_to_the_uninterrupted_result(tmp_path):
-    mae = seeded_mae(tmp_path / "mae", seed=1)
+    mae = save_tiny_mae(tmp_path / "mae", seed=1)
     whole = finetune(mae, tmp_path / "whole")
     killed = finetune(mae, tmp_path / "killed", env={"KILL_AT_STEP": "18"})
     resumed = finetune(mae, tmp_path / "killed", "--resume_from_checkpoint", "last")
