@@ -103,7 +103,8 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     mixer = Mixer(mixing_args.mixing, split_info.train_counts, **mixing_args.mixer_params())
     logger.info("Sampler %s, mixing %s", data_args.train_sampler, mixing_args)
     processor, inputs = checkpoint_processor(model_args.mae_checkpoint, config.image_size, config.num_channels)
-    augmentation = dict(auto_augment=data_args.auto_augment, random_erasing=data_args.random_erasing)
+    augmentation = dict(auto_augment=data_args.auto_augment, random_erasing=data_args.random_erasing,
+                        random_translate=data_args.random_translate)
     train_dataset, device_images = splits["train"], None
     if data_args.augment_on_device:
         train_dataset, device_images = device_train_data(splits["train"], processor, data_args.crop_min_scale,

@@ -180,6 +180,11 @@ class FinetuneDataArguments(DataArguments):
         },
     )
     random_erasing: float = field(default=0.0, metadata={"help": "RandomErasing probability (LiVT: 0.25)."})
+    random_translate: int = field(
+        default=0,
+        metadata={"help": "Shift each training image by up to this many pixels along each axis, black shifted in "
+                  "(the CIFAR recipe's pad-and-crop; 0: off)."},
+    )  # fmt: skip
     train_sampler: str = field(
         default="instance",
         metadata={"help": f"One of {SAMPLERS}: class probability ∝ n, 1, √n, or instance → class-balanced over training."},
@@ -196,7 +201,7 @@ class FinetuneDataArguments(DataArguments):
             )
         if self.train_sampler not in SAMPLERS:
             raise ValueError(f"Unknown --train_sampler {self.train_sampler!r}; choose one of {SAMPLERS}.")
-        check_crop_and_erasing(self.crop_min_scale, self.random_erasing)  # the transforms' own check, run early
+        check_crop_and_erasing(self.crop_min_scale, self.random_erasing, self.random_translate)  # the transforms' check, early
         auto_augment_transform(self.auto_augment)  # a bad spec fails here, before any data is loaded
         if self.augment_on_device:
             check_batched_auto_augment(self.auto_augment)

@@ -119,6 +119,18 @@ def resized_crop_flip(
     return crop_flip(images, boxes, flips, size)
 
 
+def translate(images: Tensor, max_shift: int) -> Tensor:
+    """Per-sample `RandomCrop(size, padding=max_shift, fill=0)`: each image shifted by an integer drawn uniformly from
+    [-max_shift, max_shift] along each axis, zeros (black) shifted in."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, batch, 1), device=images.device)
+    rows = offsets[0] + torch.arange(height, device=images.device)  # (B, H): the padded rows each sample keeps
+    cols = offsets[1] + torch.arange(width, device=images.device)
+    padded = padded.gather(2, rows[:, None, :, None].expand(-1, padded.shape[1], -1, padded.shape[3]))
+    return padded.gather(3, cols[:, None, None, :].expand(-1, padded.shape[1], height, -1))
+
+
 def warp(images: Tensor, theta: Tensor, fill: float) -> Tensor:
     """Bilinear `grid_sample` by per-sample `affine_grid` matrices (B, 2, 3), `fill` outside the image blended in as
     `F.affine` blends it (by the resampled coverage of a channel of ones)."""
@@ -317,10 +329,11 @@ def batch_train_transform(
     crop_min_scale: float,
     auto_augment: str = "none",
     random_erasing: float = 0.0,
+    random_translate: int = 0,
 ) -> Callable[[Tensor], Tensor]:
-    """`train_transform` for a uint8 batch (B, C, H, W) on any device: crop + flip [+ RandAugment] + normalise
-    [+ RandomErasing], each sample with its own parameters; returns float (B, C, image_size, image_size)."""
-    check_crop_and_erasing(crop_min_scale, random_erasing)
+    """`train_transform` for a uint8 batch (B, C, H, W) on any device: crop [+ translation] + flip [+ RandAugment] +
+    normalise [+ RandomErasing], each sample with its own parameters; returns float (B, C, image_size, image_size)."""
+    check_crop_and_erasing(crop_min_scale, random_erasing, random_translate, image_size)
     check_batched_auto_augment(auto_augment)
     rand_augment = parse_rand_augment(auto_augment)
     augment = BatchRandAugment(*rand_augment) if rand_augment is not None else None
@@ -331,6 +344,8 @@ def batch_train_transform(
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"Expected a uint8 batch (B, C, H, W), got {images.dtype} {tuple(images.shape)}.")
         out = resized_crop_flip(images.float() / 255, image_size, (crop_min_scale, 1.0))
+        if random_translate > 0:  # after the flip here, before it per image: the shift's law is symmetric, so equal
+            out = translate(out, random_translate)
         if augment is not None:
             out = augment(out)
         if out.device not in on_device:

@@ -96,11 +96,12 @@ def device_train_data(
     with_labels: bool = True,
     auto_augment: str = "none",
     random_erasing: float = 0.0,
+    random_translate: int = 0,
 ) -> tuple[IndexedImages, DeviceImages]:
     """The train dataset for the loader (indices) and the `DeviceImages` that `LiVTTrainer` turns them into images
     with: the same augmentation `attach_transforms` gives the per-image path, batched."""
     size, mean, std = processor.size["height"], processor.image_mean, processor.image_std
-    transform = batch_train_transform(size, mean, std, crop_min_scale, auto_augment, random_erasing)
+    transform = batch_train_transform(size, mean, std, crop_min_scale, auto_augment, random_erasing, random_translate)
     images = decode_images(split, len(mean), size)
     check_fits_on_gpu(images)
     logger.info("--augment_on_device: %d train images decoded, %.1f MiB, augmented in batches on the device.",

@@ -114,12 +114,19 @@ def auto_augment_transform(spec: str) -> torch.nn.Module | None:
     return None if rand_augment is None else NoisyRandAugment(*rand_augment)
 
 
-def check_crop_and_erasing(crop_min_scale: float, random_erasing: float = 0.0) -> None:
-    """The crop and erasing arguments both the per-image and the batched training transforms accept."""
+def check_crop_and_erasing(
+    crop_min_scale: float, random_erasing: float = 0.0, random_translate: int = 0, image_size: int | None = None
+) -> None:
+    """The crop, translation and erasing arguments both the per-image and the batched training transforms accept."""
     if not 0 < crop_min_scale <= 1:
         raise ValueError(f"--crop_min_scale must be in (0, 1], got {crop_min_scale}.")
     if not 0 <= random_erasing <= 1:
         raise ValueError(f"--random_erasing is a probability in [0, 1], got {random_erasing}.")
+    if random_translate < 0 or (image_size is not None and random_translate >= image_size):
+        raise ValueError(
+            f"--random_translate is a shift in pixels, 0 (off) up to the image size less one"
+            f"{f' ({image_size - 1})' if image_size is not None else ''}, got {random_translate}."
+        )
 
 
 def train_transform(
@@ -129,17 +136,20 @@ def train_transform(
     crop_min_scale: float,
     auto_augment: str = "none",
     random_erasing: float = 0.0,
+    random_translate: int = 0,
 ) -> Callable:
-    """RandomResizedCrop + horizontal flip [+ auto-augment] + normalise [+ RandomErasing].
+    """RandomResizedCrop [+ translation] + horizontal flip [+ auto-augment] + normalise [+ RandomErasing].
 
-    MGP uses none of the bracketed steps (LiVT Table 9). RandomErasing fills with per-pixel Gaussian noise after
-    normalisation (timm's `mode='pixel'`, as in MAE / LiVT).
+    MGP uses none of the bracketed steps (LiVT Table 9). The translation is the CIFAR recipe's pad-and-crop: a shift
+    of up to `random_translate` pixels along each axis, black filling the border. RandomErasing fills with per-pixel
+    Gaussian noise after normalisation (timm's `mode='pixel'`, as in MAE / LiVT).
     """
-    check_crop_and_erasing(crop_min_scale, random_erasing)
+    check_crop_and_erasing(crop_min_scale, random_erasing, random_translate, image_size)
     augment = auto_augment_transform(auto_augment)
     steps = [
         T.ToImage(),
         T.RandomResizedCrop(image_size, scale=(crop_min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        *([T.RandomCrop(image_size, padding=random_translate, fill=0)] if random_translate > 0 else []),
         T.RandomHorizontalFlip(),
         *([augment] if augment is not None else []),
         T.ToDtype(torch.float32, scale=True),
@@ -261,12 +271,13 @@ def attach_transforms(
     with_labels: bool = True,
     auto_augment: str = "none",
     random_erasing: float = 0.0,
+    random_translate: int = 0,
 ) -> None:
     """Training augmentation on `train`, the deterministic eval transform on every other split."""
     size, mean, std = processor.size["height"], processor.image_mean, processor.image_std
     for name, split in splits.items():
         if name == "train":
-            transform = train_transform(size, mean, std, crop_min_scale, auto_augment, random_erasing)
+            transform = train_transform(size, mean, std, crop_min_scale, auto_augment, random_erasing, random_translate)
         else:
             transform = eval_transform(size, mean, std)
         split.set_transform(batch_transform(transform, len(mean), with_labels))
