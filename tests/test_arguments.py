@@ -31,6 +31,7 @@ CASES = [
     (FinetuneDataArguments, ["--long_tail_profile", "zipf"], r"Unknown --long_tail_profile 'zipf'; choose one of"),
     (PretrainDataArguments, ["--crop_min_scale", "0"], r"--crop_min_scale must be in \(0, 1\], got 0.0"),
     (FinetuneDataArguments, ["--random_erasing", "2"], r"--random_erasing is a probability in \[0, 1\]"),
+    (FinetuneDataArguments, ["--random_translate", "-2"], r"--random_translate is a shift in pixels"),
     (FinetuneDataArguments, ["--auto_augment", "rand-x"], r"Unknown --auto_augment 'rand-x'"),
     (FinetuneModelArguments, ["--loss", "balbce"], r"Unknown --loss 'balbce'; choose one of \('ce', 'bal_ce', .*'bal_bce'"),
     (FinetuneModelArguments, ["--tau", "-1"], r"tau must be ≥ 0, got -1.0"),

@@ -32,6 +32,7 @@ from livt_hf.data.batch_augment import (
     magnitude_table,
     resized_crop_flip,
     sample_crop_boxes,
+    translate,
 )
 from livt_hf.data.transforms import parse_rand_augment, train_transform
 
@@ -296,6 +297,53 @@ def test_batch_train_transform_output_range_and_normalisation():
     assert erased[changed].std() == pytest.approx(1, abs=0.1)
 
 
+def shifts_of_a_lit_pixel(out: torch.Tensor, row: int, col: int) -> torch.Tensor:
+    """(N, 2) row and column shift of each image's single lit pixel from (row, col), channel 0."""
+    flat = out[:, 0].flatten(1).argmax(1)
+    return torch.stack([flat // out.shape[-1] - row, flat % out.shape[-1] - col], 1)
+
+
+def assert_uniform_shifts(shifts: torch.Tensor, max_shift: int) -> None:
+    """Every shift in {-m … m}² appears, each about N / (2m + 1)² times: 5000 draws, 25 shifts → 200 each, a count's sd
+    √(5000 · 0.04 · 0.96) ≈ 13.9; 5 sd either side."""
+    assert shifts.abs().max() <= max_shift
+    side = 2 * max_shift + 1
+    counts = torch.bincount((shifts[:, 0] + max_shift) * side + shifts[:, 1] + max_shift, minlength=side**2)
+    expected, sd = len(shifts) / side**2, math.sqrt(len(shifts) * (1 / side**2) * (1 - 1 / side**2))
+    assert counts.min() > expected - 5 * sd and counts.max() < expected + 5 * sd, counts
+
+
+def test_translate_shifts_each_image_by_up_to_the_given_pixels_with_black_shifted_in():
+    """Channel 0: one lit pixel at the centre of 7 × 7, whose landing place gives the shift (dy, dx); channel 1: all
+    ones, of which (7 - |dy|)(7 - |dx|) stay in the frame (zeros come in): both channels move together."""
+    torch.manual_seed(0)
+    images = torch.zeros(5000, 2, 7, 7)
+    images[:, 0, 3, 3] = 1
+    images[:, 1] = 1
+    out = translate(images, 2)
+    assert out.shape == images.shape and out[:, 0].flatten(1).sum(1).eq(1).all()
+    shifts = shifts_of_a_lit_pixel(out, 3, 3)
+    assert_uniform_shifts(shifts, 2)
+    kept = (7 - shifts[:, 0].abs()) * (7 - shifts[:, 1].abs())
+    assert torch.equal(out[:, 1].sum((1, 2)), kept.float())
+    assert torch.equal(translate(images[:1], 0), images[:1])
+
+
+def test_batched_and_per_image_translation_draw_the_same_shifts():
+    """`--random_translate 2` on both paths (crop 1.0: the crop keeps the whole image): the lit pixel of a 7 × 7 image
+    lands uniformly within 2 px of where it was (a flip mirrors the column: a symmetric law stays the same)."""
+    torch.manual_seed(0)
+    image = torch.zeros(1, 1, 7, 7, dtype=torch.uint8)
+    image[..., 3, 3] = 255
+    batched = batch_train_transform(7, [0.0], [1.0], 1.0, random_translate=2)(image.expand(5000, -1, -1, -1))
+    per_image = train_transform(7, [0.0], [1.0], 1.0, random_translate=2)
+    cpu = torch.stack([per_image(TF.to_pil_image(image[0])) for _ in range(5000)])
+    for out in (batched, cpu):
+        assert out.amax((1, 2, 3)).eq(1).all() and out.sum((1, 2, 3)).eq(1).all()  # black comes in
+        assert_uniform_shifts(shifts_of_a_lit_pixel(out, 3, 3), 2)
+    assert batch_train_transform(7, [0.0], [1.0], 1.0)(image).flatten().argmax() == 3 * 7 + 3  # 0: no shift
+
+
 def test_batch_train_transform_matches_train_transform_in_distribution():
     """Crop, flip and normalise: per-pixel means over 3000 draws agree with the per-image path to sampling error
     (each mean's standard error ≈ 0.72 / √3000 ≈ 0.013; the largest of 1728 differences stays below 0.1)."""
@@ -323,6 +371,9 @@ def test_bad_arguments_are_rejected():
         batch_train_transform(28, [0.5], [0.5], 0.0)
     with pytest.raises(ValueError, match="--random_erasing"):
         batch_train_transform(28, [0.5], [0.5], 0.35, random_erasing=1.5)
+    for shift in (-1, 28):
+        with pytest.raises(ValueError, match=r"--random_translate is a shift in pixels, 0 \(off\) up to .* \(27\)"):
+            batch_train_transform(28, [0.5], [0.5], 0.35, random_translate=shift)
     with pytest.raises(ValueError, match="Unknown --auto_augment"):
         batch_train_transform(28, [0.5], [0.5], 0.35, "randaugment")
     with pytest.raises(ValueError, match="magnitude in"):

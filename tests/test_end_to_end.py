@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
         "few_threshold": 12, "layer_decay": 0.8, "test_prior": [0.1] * 10,
         "inference_test_prior": [0.05] * 5 + [0.15] * 5, "train_sampler": "sqrt", "mixing": "unimix",
         "unimix_tau": 0.0, "mix_until_epoch": 10, "label_smoothing_factor": 0.05, "auto_augment": "rand-m1-n1",
-        "random_erasing": 0.1, "report_to": "tensorboard",
+        "random_erasing": 0.1, "random_translate": 1, "report_to": "tensorboard",
     }))  # fmt: skip
     finetune = run("run_finetune_balanced.py", recipe)
     # ⌈403 / 16⌉ = 26 steps an epoch; the floor of 520 steps needs 20 epochs
@@ -122,7 +122,7 @@ def test_the_model_cards_hold_the_split_the_results_and_the_plots(runs):
     assert "exponential profile, imbalance ratio ρ = 10, n_max = 100" in text
     assert "| 0 | T-shirt/top | 100 | 10 |" in text and "| | **total** | 403 | 100 | 300 |" in text
     assert "| `mask_ratio` | 0.75 |" in text  # stage 1's recipe, read from the MAE checkpoint's run_config.json
-    assert "| `tau` | 1.1 |" in text and "| `mixing` | unimix |" in text
+    assert "| `tau` | 1.1 |" in text and "| `mixing` | unimix |" in text and "| `random_translate` | 1 |" in text
     for folder, count in ((livt, 4), (mae, 2)):
         images = embedded_images((folder / "README.md").read_text())
         assert len(images) == count
