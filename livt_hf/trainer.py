@@ -89,6 +89,7 @@ class LiVTTrainer(Trainer):
 
     # Our losses are per-batch means: Trainer must divide them by the accumulation steps.
     loss_is_scaled_for_ga = False
+    train_sampler: Sampler | None = None  # BFT's class-aware sampler; None: Trainer's shuffle
 
     def __init__(self, *args, layer_decay: float = 1.0, device_images: DeviceImages | None = None, **kwargs):
         self.layer_decay, self.device_images = layer_decay, device_images
@@ -103,6 +104,24 @@ class LiVTTrainer(Trainer):
         self.add_callback(SeedPerProcess())
         self.add_callback(NonFiniteLossGuard(self))
         self.add_callback(CheckpointCompletion())
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's loader over a `PairedDataset`: each batch's per-image augmentation is drawn from its own RNG,
+        seeded by the data seed and the batch's indices, so a resumed run gets the same batches; it also loads the
+        (image, partner) pairs UniMix's sampler yields."""
+        if self.train_dataset is None:
+            raise ValueError(f"{type(self).__name__}: training requires a train_dataset.")
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return self._get_dataloader(
+            dataset=PairedDataset(self.train_dataset, self.train_sampler, seed),
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -216,21 +235,6 @@ class BalancedTrainer(LiVTTrainer):
             )
         self.loss_fn = loss_fn if loss_fn is not None else self.accelerator.unwrap_model(self.model).loss_fn
         self.train_sampler, self.mixer = train_sampler, mixer
-
-    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
-        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
-
-    def get_train_dataloader(self) -> DataLoader:
-        """Trainer's loader over a `PairedDataset`, which loads the (image, partner) pairs UniMix's sampler yields."""
-        if self.train_dataset is None:
-            raise ValueError("BalancedTrainer: training requires a train_dataset.")
-        return self._get_dataloader(
-            dataset=PairedDataset(self.train_dataset, self.train_sampler),
-            description="Training",
-            batch_size=self._train_batch_size,
-            sampler_fn=self._get_train_sampler,
-            is_training=True,
-        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:

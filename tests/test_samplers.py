@@ -15,6 +15,7 @@ from livt_hf.data.long_tail import exponential_counts
 from livt_hf.data.samplers import (
     ClassAwareSampler,
     PartnerSampler,
+    batch_seed,
     build_train_sampler,
     class_power_weights,
     class_probabilities,
@@ -116,6 +117,36 @@ def test_paired_dataset_loads_partners_under_a_prefix(fashion_mnist):
     assert set(paired.__getitems__([2])[0]) == {"image", "label"}
     plain = PairedDataset([{"x": 0}, {"x": 1}])  # any map-style dataset, batched reads or not
     assert plain[(1, 0)] == {"x": 1, "partner_x": 0} and plain[1] == {"x": 1}
+
+
+class RandomRows(torch.utils.data.Dataset):
+    """Each row is a fresh draw from the global torch RNG, as a per-image augmentation is."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"x": torch.rand(3)}
+
+
+def test_a_batch_draws_its_augmentation_from_its_own_seed_and_leaves_the_global_rng_alone():
+    """The same batch loads the same draws whatever the global RNG's state (a resumed run loads its first batches
+    before Trainer restores the checkpoint's RNG state); another batch, order or seed draws others; loading does not
+    advance the global RNG (mixing and masks, drawn in the training step, stay in step with the checkpoint)."""
+    data = PairedDataset(RandomRows(), seed=7)
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    first = data.__getitems__([3, 1, 4])
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(123)
+    again = data.__getitems__([3, 1, 4])
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(first, again))
+    assert not torch.equal(first[0]["x"], first[1]["x"])  # rows of a batch are not copies of one draw
+    for other in (data.__getitems__([3, 1, 5]), data.__getitems__([1, 3, 4]), PairedDataset(RandomRows(), seed=8)
+                  .__getitems__([3, 1, 4]), data.__getitems__([(3, 0), (1, 0), (4, 0)])):  # fmt: skip
+        assert not torch.equal(first[0]["x"], other[0]["x"])
+    assert batch_seed(7, [3, 1, 4]) == batch_seed(7, [3, 1, 4]) != batch_seed(7, [(3, 1), (4, 0)])
+    assert 0 <= batch_seed(2**40, list(range(1000))) < 2**63
 
 
 @pytest.mark.parametrize("kind, mixing", [("class_balanced", "unimix"), ("instance", "none")])

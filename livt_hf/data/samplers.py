@@ -9,8 +9,10 @@ sampler) re-seeds it every epoch, and a resumed run replays the interrupted epoc
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -102,12 +104,17 @@ class PairedDataset(Dataset):
     """Loads an `(i, j)` index from `PartnerSampler` as example i with example j's fields under a `partner_`
     prefix, so partner images go through the same workers and augmentation; a plain index loads one example.
 
+    Each batch is loaded under its own torch RNG, seeded from `seed` and the batch's indices, so the per-image
+    augmentation of a batch is the same whenever, and in whichever worker, it is loaded: a run resumed mid-epoch
+    loads its first batches before Trainer restores the checkpoint's RNG state (and accelerate's loader fetches one
+    batch ahead), which with the global RNG gave those batches other augmentations and shifted every later draw.
+
     `set_epoch` forwards to `sampler`: accelerate's loader calls the dataset's when it cannot reach the sampler,
     as in an epoch resumed mid-way under DDP (its skipping batch sampler wraps the per-process shard), where the
     sampler would otherwise replay epoch 0's order."""
 
-    def __init__(self, dataset, sampler: ClassAwareSampler | PartnerSampler | None = None):
-        self.dataset, self.sampler = dataset, sampler
+    def __init__(self, dataset, sampler: ClassAwareSampler | PartnerSampler | None = None, seed: int = 0):
+        self.dataset, self.sampler, self.seed = dataset, sampler, seed
 
     def set_epoch(self, epoch: int) -> None:
         if self.sampler is not None:
@@ -120,9 +127,11 @@ class PairedDataset(Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list) -> list[dict]:
-        if not keys or not isinstance(keys[0], tuple):
-            return self._load(keys)
-        firsts, partners = self._load([i for i, _ in keys]), self._load([j for _, j in keys])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_seed(self.seed, keys))
+            if not keys or not isinstance(keys[0], tuple):
+                return self._load(keys)
+            firsts, partners = self._load([i for i, _ in keys]), self._load([j for _, j in keys])
         return [a | {f"partner_{k}": v for k, v in b.items()} for a, b in zip(firsts, partners)]
 
     def _load(self, indices: list[int]) -> list[dict]:
@@ -130,6 +139,13 @@ class PairedDataset(Dataset):
         if hasattr(self.dataset, "__getitems__"):
             return self.dataset.__getitems__(indices)
         return [self.dataset[i] for i in indices]
+
+
+def batch_seed(seed: int, keys: list) -> int:
+    """A 63-bit seed from the run's seed and a batch's indices (pairs flattened): the sampler's order is a function
+    of (seed, epoch), so every batch of a run gets its own seed, the same in a resumed run."""
+    values = np.asarray([seed, *np.asarray(keys, dtype=np.int64).ravel()], dtype=np.int64)
+    return int.from_bytes(hashlib.blake2b(values.tobytes(), digest_size=8).digest(), "little") >> 1
 
 
 def build_train_sampler(
@@ -155,6 +171,7 @@ __all__ = [
     "build_train_sampler",
     "PairedDataset",
     "PartnerSampler",
+    "batch_seed",
     "SAMPLERS",
     "class_power_weights",
     "class_probabilities",
