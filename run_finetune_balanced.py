@@ -44,6 +44,7 @@ from livt_hf.modelcard import finetune_model_card
 from livt_hf.plots import plot_finetune_results
 from livt_hf.prior_shift import predicted_prior
 from livt_hf.runs import (
+    data_seed,
     fit_epochs_to_min_steps,
     infer_num_channels,
     logger,
@@ -96,7 +97,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         splits["train"]["label"],
         data_args.train_sampler,
         num_epochs=math.ceil(training_args.num_train_epochs),
-        seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+        seed=data_seed(training_args),
         partner_tau=mixing_args.unimix_tau if mixing_args.mixing == "unimix" else None,
         partner_until_epoch=mixing_args.mix_until_epoch,
     )

@@ -201,7 +201,7 @@ class FinetuneDataArguments(DataArguments):
             )
         if self.train_sampler not in SAMPLERS:
             raise ValueError(f"Unknown --train_sampler {self.train_sampler!r}; choose one of {SAMPLERS}.")
-        check_crop_and_erasing(self.crop_min_scale, self.random_erasing, self.random_translate)  # the transforms' check, early
+        check_crop_and_erasing(self.crop_min_scale, self.random_erasing, self.random_translate)  # run early
         auto_augment_transform(self.auto_augment)  # a bad spec fails here, before any data is loaded
         if self.augment_on_device:
             check_batched_auto_augment(self.auto_augment)

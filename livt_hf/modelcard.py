@@ -22,8 +22,9 @@ RECIPE_KEYS = {
                     "gradient_accumulation_steps", "learning_rate", "weight_decay", "crop_min_scale", "seed"),
     "fine-tuning": ("mae_checkpoint", "from_scratch", "loss", "tau", "test_prior", "num_train_epochs",
                     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "layer_decay",
-                    "drop_path_rate", "weight_decay", "label_smoothing_factor", "auto_augment", "random_erasing", "random_translate", "mixing", "mixup_alpha",
-                    "cutmix_alpha", "unimix_alpha", "unimix_tau", "mix_until_epoch", "train_sampler", "seed"),
+                    "drop_path_rate", "weight_decay", "label_smoothing_factor", "auto_augment", "random_erasing",
+                    "random_translate", "mixing", "mixup_alpha", "cutmix_alpha", "unimix_alpha", "unimix_tau",
+                    "mix_until_epoch", "train_sampler", "seed"),
 }  # fmt: skip
 
 

@@ -51,6 +51,12 @@ def start_run(args) -> str | None:
     return checkpoint
 
 
+def data_seed(args: transformers.TrainingArguments) -> int:
+    """The seed of the training data's order and per-image augmentation: `--data_seed`, else `--seed` (Trainer's
+    rule for its own sampler)."""
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
 def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_images: int) -> None:
     """Raise `args.num_train_epochs` to give at least `args.min_train_steps` optimizer steps on `num_train_images`.
 

@@ -22,7 +22,7 @@ from .data.mixing import Mixer, smooth_targets
 from .data.samplers import PairedDataset
 from .metrics import long_tail_metrics
 from .optim import param_groups
-from .runs import COMPLETE_MARKER, last_complete_checkpoint
+from .runs import COMPLETE_MARKER, data_seed, last_complete_checkpoint
 
 
 class CheckpointCompletion(TrainerCallback):
@@ -111,9 +111,8 @@ class LiVTTrainer(Trainer):
         (image, partner) pairs UniMix's sampler yields."""
         if self.train_dataset is None:
             raise ValueError(f"{type(self).__name__}: training requires a train_dataset.")
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return self._get_dataloader(
-            dataset=PairedDataset(self.train_dataset, self.train_sampler, seed),
+            dataset=PairedDataset(self.train_dataset, self.train_sampler, data_seed(self.args)),
             description="Training",
             batch_size=self._train_batch_size,
             sampler_fn=self._get_train_sampler,
