@@ -67,7 +67,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
     checkpoint = start_run(training_args)
 
     splits, split_info = prepare_splits(data_args)
-    fit_epochs_to_min_steps(training_args, len(splits["train"]))
+    epochs_raised = fit_epochs_to_min_steps(training_args, len(splits["train"]))
     names = split_info.class_names
     model_kwargs = dict(
         id2label=dict(enumerate(names)),
@@ -91,6 +91,7 @@ def main() -> tuple[BalancedTrainer, PredictionOutput]:
         model = LiVTForImageClassification.from_mae_pretrained(model_args.mae_checkpoint, **model_kwargs, **overrides)
     config = model.config
     logger.info("Loss %s (τ = %g), train class counts %s", config.loss, config.tau, config.class_counts)
+    data_args.resolve_random_translate(config.image_size, training_args.num_train_epochs, epochs_raised)
 
     warn_on_channel_conversion(splits["train"], config.num_channels)
     train_sampler = build_train_sampler(

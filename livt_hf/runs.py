@@ -57,21 +57,21 @@ def data_seed(args: transformers.TrainingArguments) -> int:
     return args.data_seed if args.data_seed is not None else args.seed
 
 
-def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_images: int) -> None:
+def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_images: int) -> bool:
     """Raise `args.num_train_epochs` to give at least `args.min_train_steps` optimizer steps on `num_train_images`.
 
     A recipe in epochs gives a small split few updates (1,116 images at batch 64: 18 steps an epoch), too few for a
     ViT to learn anything; a floor in steps makes the same defaults train small and large splits. Steps per epoch are
     counted as Trainer counts them (batches per process, then accumulation). Beyond `MAX_EPOCH_EVALUATIONS` raised
     epochs, per-epoch evaluation and saving become every k epochs (in steps), the epochs rounded up to a multiple of k
-    so that the last step is still evaluated."""
+    so that the last step is still evaluated. Returns whether the epochs were raised."""
     if not args.min_train_steps or args.max_steps > 0:
-        return
+        return False
     per_batch = args.train_batch_size * args.world_size
     batches = num_train_images // per_batch if args.dataloader_drop_last else math.ceil(num_train_images / per_batch)
     steps_per_epoch = max(batches // args.gradient_accumulation_steps, 1)
     if args.num_train_epochs * steps_per_epoch >= args.min_train_steps:
-        return
+        return False
     epochs = math.ceil(args.min_train_steps / steps_per_epoch)
     by_epoch = args.eval_strategy == IntervalStrategy.EPOCH and args.save_strategy == SaveStrategy.EPOCH
     every = math.ceil(epochs / MAX_EPOCH_EVALUATIONS) if by_epoch else 1
@@ -86,6 +86,7 @@ def fit_epochs_to_min_steps(args: transformers.TrainingArguments, num_train_imag
         args.eval_steps = args.save_steps = every * steps_per_epoch
         logger.info("Evaluated and saved every %d epochs (%d steps), not after each of the %d.", every,
                     args.eval_steps, epochs)  # fmt: skip
+    return True
 
 
 def check_hub_access(args: transformers.TrainingArguments) -> None:

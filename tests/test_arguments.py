@@ -109,3 +109,25 @@ def test_min_train_steps_raises_the_epochs_of_a_small_split(flags, images, epoch
     else:
         assert (args.eval_strategy, args.save_strategy) == ("steps", "steps")
         assert args.eval_steps == args.save_steps == every_steps
+
+
+# the BFT defaults (18 epochs, batch 64, floor 3400 steps) on the splits of docs/DEMO_RECIPE.md
+@pytest.mark.parametrize("flags, images, image_size, shift", [
+    ([], 1116, 28, 3),  # 18 steps an epoch: ⌈3400 / 18⌉ = 189 epochs (192 at k = 4) ≥ 100: a ninth of 28 px
+    ([], 1116, 224, 25),  # the same split at 224 px: round(224 / 9)
+    ([], 490, 28, 3),  # the digits folder: 8 steps an epoch, 425 epochs
+    ([], 12406, 28, 0),  # the demo: 194 × 18 = 3492 steps ≥ 3400, not raised
+    ([], 10011, 28, 0),  # ρ = 500: 157 steps an epoch, raised to 22 epochs only
+    (["--num_train_epochs", "200"], 1116, 28, 0),  # 200 epochs asked for, not raised: the user's schedule
+    (["--random_translate", "0"], 1116, 28, 0),  # given: kept
+    (["--random_translate", "2"], 12406, 28, 2),
+    (["--min_train_steps", "0"], 1116, 28, 0),  # no floor
+])  # fmt: skip
+def test_the_default_translation_is_on_only_where_the_step_floor_gives_a_small_split_hundreds_of_epochs(
+    flags, images, image_size, shift
+):
+    data_args, args = HfArgumentParser((FinetuneDataArguments, FinetuningArguments)).parse_args_into_dataclasses(
+        [*TRAINING, *flags])  # fmt: skip
+    raised = fit_epochs_to_min_steps(args, images)
+    data_args.resolve_random_translate(image_size, args.num_train_epochs, raised)
+    assert data_args.random_translate == shift

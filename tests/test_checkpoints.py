@@ -130,6 +130,23 @@ def test_the_checkpoints_processor_reaches_pixels_saved_processor_and_card(runs,
     assert f"Inputs: {inputs} (`preprocessor_config.json`)." in (folder / "README.md").read_text()
 
 
+def test_the_default_translation_shifts_black_into_a_split_the_step_floor_stretches(hub_mae, rgb_dataset, tmp_path):
+    """12 train images at batch 8 are 2 steps an epoch: a floor of 200 steps makes 100 epochs, so the default
+    `--random_translate` is a ninth of 28 px, 3 px, and black comes in at the borders of the one-colour images (the
+    `runs` fixture's single epoch keeps it off: every pixel there is the colour's)."""
+    flags = [str(rgb_dataset) if f is None else f for f in RUN]
+    with recorded(LiVTForImageClassification) as (pixels, log):
+        run_script("run_finetune_balanced", "--mae_checkpoint", hub_mae, *flags, "--min_train_steps", 200,
+                   "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", 100, "--save_steps", 100,
+                   "--output_dir", tmp_path / "livt")  # fmt: skip
+    assert "--random_translate 3 (default: 100 epochs from --min_train_steps, a small split)." in log
+    assert json.loads((tmp_path / "livt" / "run_config.json").read_text())["FinetuneDataArguments"]["random_translate"] == 3
+    black = ((0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1)
+    training = [p for p in pixels if p.shape[0] == 8]  # full training batches (evaluation sees the 3 validation images)
+    shifted = sum(bool(torch.isclose(p, black.expand_as(p), atol=1e-4).all(1).any()) for p in training)
+    assert len(training) >= 100 and shifted > len(training) / 2  # P(no shift in a batch of 8) = (1/49)^8
+
+
 def test_string_labels_of_a_saved_dataset_are_sorted_and_recorded(runs):
     folder, _, log = runs["livt"]
     assert json.loads((folder / "lt_split.json").read_text())["class_names"] == ["cat", "dog", "owl"]
