@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -38,7 +37,7 @@ from livt_hf.arguments import DataArguments, FinetuneDataArguments  # noqa: E402
 from livt_hf.data import LongTailSplit, batch_transform, eval_transform, image_processor, prepare_splits  # noqa: E402
 from livt_hf.losses import LOSSES, PRIOR_AWARE_LOSSES, SoftmaxLoss, SigmoidLoss, build_loss  # noqa: E402
 from livt_hf.metrics import long_tail_metrics, per_class_accuracy  # noqa: E402
-from livt_hf.runs import infer_num_channels, read_run_config  # noqa: E402
+from livt_hf.runs import infer_num_channels, machine, read_run_config  # noqa: E402
 from reproduce import METRICS, mean_std  # noqa: E402
 
 MODELS = {"linear": "linear (softmax regression, pixels)", "cnn": "CNN (3 blocks 32/64/128, BN, GAP)"}
@@ -211,20 +210,6 @@ def check_same_split(rebuilt: LongTailSplit, saved: LongTailSplit, run: Path) ->
             f"{differ} (counts recorded {saved.train_counts}, rebuilt {rebuilt.train_counts}). The data has changed "
             "since the run (another dataset version, files added, removed or renamed), or lt_split.json was edited."
         )
-
-
-def machine(device: str) -> dict:
-    """What the wall times were measured on."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
-    return {
-        "cpu": names[0] if names else platform.processor() or platform.machine(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
-        "torch": torch.__version__,
-    }
 
 
 def run_baselines(options: BaselineArguments, data_args: DataArguments, command: str = "") -> dict:

@@ -196,6 +196,17 @@ def run_record(work: Path, name: str) -> dict:
     return json.loads((work / f"{name}.run.json").read_text())
 
 
+def run_machine(run: Run, work: Path) -> str:
+    """The machine a run trained on, as its own record says (run_config.json, or baselines.json); "—" for a saved
+    random ViTMAE, which trains nothing."""
+    if run.stage == "scratch":
+        return "—"
+    where = json.loads((work / run.name / FINISHED[run.stage]).read_text()).get("machine")
+    if where is None:
+        return "not recorded"
+    return f"{where['cpu']} ({where['cpu_cores']} cores){'' if where['device'] == 'cpu' else ', ' + where['device']}"
+
+
 def mean_std(values: list[float], digits: int) -> str:
     if not values:
         return "—"
@@ -314,10 +325,10 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         if run.stage == "finetune" and run.cell[2] not in splits:
             split = json.loads((work / run.name / "lt_split.json").read_text())
             splits[run.cell[2]] = split
-    records = {run.name: run_record(work, run.name) for run in runs}
+    records = {run.name: run_record(work, run.name) | {"machine": run_machine(run, work)} for run in runs}
     threads = sorted({str(r["torch_threads"]) for r in records.values()})
-    machine = (torch.cuda.get_device_name() if torch.cuda.is_available() else
-               f"CPU ({os.cpu_count()} cores)") + f", {' or '.join(threads)} torch thread(s) per run"
+    machines = sorted({r["machine"] for r in records.values()} - {"—"})
+    machine = f"{' and '.join(machines)}, {' or '.join(threads)} torch thread(s) per run"
     lines = [
         "# Reproduction on Fashion-MNIST-LT\n",
         f"Command: `{command}`; commits {sorted({r['commit'] for r in records.values()})}; {machine}. Test top-1 (%) "
@@ -346,9 +357,9 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
                 raise ValueError(f"{run.name} trained on {split['train_counts']}, the runs on {ours['train_counts']}: "
                                  "keep every data flag in the recipe's 'data'.")  # fmt: skip
             lines.append(f"### ρ = {run.cell[1]:g}\n\n" + (work / run.name / "baselines.md").read_text())
-    lines.append("## Every run\n\n| run | wall s | commit | command |\n|---|---|---|---|")
+    lines.append("## Every run\n\n| run | wall s | commit | machine | command |\n|---|---|---|---|---|")
     lines += [f"| {name} | {r['wall_s']:.0f}{' (the resumed part)' * r.get('resumed', False)} | {r['commit']} | "
-              f"`{r['command'] or 'a random ViTMAE (MAE init)'}` |" for name, r in records.items()]  # fmt: skip
+              f"{r['machine']} | `{r['command'] or 'a random ViTMAE (MAE init)'}` |" for name, r in records.items()]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

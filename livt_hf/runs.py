@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -187,8 +189,23 @@ def warn_on_channel_conversion(dataset: datasets.Dataset, num_channels: int) -> 
                        data_channels, num_channels, "grayscale" if num_channels == 1 else "RGB")  # fmt: skip
 
 
+def machine(device: str | torch.device = "cpu") -> dict:
+    """What a run's wall time was measured on: the CPU model and cores, the torch threads and the device."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+    device = str(device)
+    return {
+        "cpu": names[0] if names else platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else device,
+        "torch": torch.__version__,
+    }
+
+
 def run_record(*arg_objects) -> dict:
-    """Every argument (one entry per dataclass) and the library versions: what `run_config.json` holds."""
+    """Every argument (one entry per dataclass), the library versions and the machine: what `run_config.json` holds."""
     record = {type(a).__name__: _jsonable(dataclasses.asdict(a)) for a in arg_objects}
     record["versions"] = {
         "torch": torch.__version__,
@@ -196,6 +213,8 @@ def run_record(*arg_objects) -> dict:
         "datasets": datasets.__version__,
         "python": sys.version.split()[0],
     }
+    training = [a for a in arg_objects if isinstance(a, transformers.TrainingArguments)]
+    record["machine"] = machine(training[0].device if training else "cpu")
     return record
 
 
@@ -218,6 +237,7 @@ __all__ = [
     "check_hub_access",
     "infer_num_channels",
     "last_complete_checkpoint",
+    "machine",
     "read_run_config",
     "resolve_checkpoint",
     "save_run_config",

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from conftest import REPO
 
@@ -147,6 +148,13 @@ def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run
     assert "| reference | — | 1 |" in text and "MGP on the LT split vs on a balanced split" in text
     assert "ρ = 10: train [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]" in text
     assert "### ρ = 10" in text and "| linear (softmax regression, pixels) | la (τ = 1) |" in text
+    # each run's machine from its own record: the CPU model /proc/cpuinfo names, on the header line and per run
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None  # fmt: skip
+    where = json.loads((work / "bft-lt-rho10-tau_1.1-s0/run_config.json").read_text())["machine"]
+    assert where["cpu_cores"] == os.cpu_count() and where["device"] == "cpu" and (cpu is None or where["cpu"] == cpu)
+    assert f"{where['cpu']} ({os.cpu_count()} cores), " in text.split("\n## ")[0]  # the header
+    assert "| bft-lt-rho10-tau_1.1-s0 | " in text and f"| {where['cpu']} ({os.cpu_count()} cores) | `" in text
     config = json.loads((work / "bft-lt-rho10-tau_1.1-s0/config.json").read_text())
     assert config["tau"] == 1.1 and config["loss"] == "bal_bce"
     pretrain = json.loads((work / "mgp-balanced-rho10-s0/lt_split.json").read_text())
