@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -37,8 +38,9 @@ from livt_hf.data import LongTailSplit, batch_transform, eval_transform, image_p
 from livt_hf.losses import LOSSES, PRIOR_AWARE_LOSSES, SoftmaxLoss, SigmoidLoss, build_loss  # noqa: E402
 from livt_hf.metrics import long_tail_metrics, per_class_accuracy  # noqa: E402
 from livt_hf.runs import infer_num_channels, machine, read_run_config  # noqa: E402
-from reproduce import METRICS, mean_std  # noqa: E402
 
+METRICS = ("accuracy", "many_accuracy", "medium_accuracy", "few_accuracy", "head_accuracy", "middle_accuracy",
+           "tail_accuracy")  # fmt: skip
 MODELS = {"linear": "linear (softmax regression, pixels)", "cnn": "CNN (3 blocks 32/64/128, BN, GAP)"}
 BASELINE_LOSSES = tuple(name for name in LOSSES if name != "ldam")  # LDAM needs a cosine head
 COLUMNS = ("model", "loss", "overall", "many", "medium", "few", "head", "middle", "tail", "train wall s")
@@ -249,6 +251,13 @@ def run_baselines(options: BaselineArguments, data_args: DataArguments, command:
         "command": command,
         "rows": rows,
     }
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if not values:
+        return "—"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def loss_label(row: dict) -> str:

@@ -38,14 +38,16 @@ from transformers import HfArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from baselines import METRICS, markdown_table, mean_std  # noqa: E402  # benchmarks/, this script's folder
 from livt_hf.arguments import PretrainModelArguments  # noqa: E402
 from livt_hf.losses import LOSSES  # noqa: E402
 from livt_hf.mae import new_vitmae, new_vitmae_config  # noqa: E402
 from livt_hf.runs import last_complete_checkpoint  # noqa: E402
 
-METRICS = ("accuracy", "many_accuracy", "medium_accuracy", "few_accuracy", "head_accuracy", "middle_accuracy",
-           "tail_accuracy")  # fmt: skip
-COLUMNS = ("overall", "many", "medium", "few", "head", "middle", "tail", "ECE", "ECE (T)", "wall s / run")
+# T: the temperature fitted on validation (below 1: the model is under-confident, and scaling sharpens it)
+COLUMNS = ("overall", "many", "medium", "few", "head", "middle", "tail", "ECE", "ECE (T)", "T", "wall s / run")
+# UniMix Table 2 / D1's measures, as trained
+CALIBRATION = {"ECE": "ece", "MCE": "mce", "ACE": "ace", "TACE": "tace", "SCE": "sce", "Brier": "brier", "NLL": "nll"}
 SCRIPTS = {"pretrain": "run_pretrain_mae.py", "finetune": "run_finetune_balanced.py",
            "baselines": "benchmarks/baselines.py"}  # fmt: skip
 FINISHED = {"pretrain": "run_config.json", "finetune": "run_config.json", "baselines": "baselines.json",
@@ -67,8 +69,8 @@ class Run:
 
 def plan(recipe: dict, only: str | None = None, starts: list[str] | None = None, seeds: list[int] | None = None
          ) -> list[Run]:  # fmt: skip
-    """Every run of the table: the baselines, then seed by seed (a table stopped half-way has whole seeds), each
-    start just before the first fine-tune that needs it. `only` keeps one part ('main', 'ablations', 'baselines'),
+    """Every run of the table, seed by seed (a table stopped half-way has whole seeds): the seed's baselines, then
+    its fine-tunes, each start just before the first fine-tune that needs it. `only` keeps one part ('main', 'ablations', 'baselines'),
     `starts` the fine-tunes from these starting points ('scratch', 'lt', 'balanced'), `seeds` these seeds."""
     data, rho0 = recipe["data"], recipe["imbalance_ratios"][0]
     chosen = [s for s in recipe["seeds"] if seeds is None or s in seeds]
@@ -89,12 +91,12 @@ def plan(recipe: dict, only: str | None = None, starts: list[str] | None = None,
         return (only or run.cell[0]) == run.cell[0] and (starts is None or run.cell[1] in starts)
 
     runs: dict[str, Run] = {}
-    if (only or "baselines") == "baselines":  # first: they need no start and take minutes
-        for rho in recipe["imbalance_ratios"]:
-            name = f"baselines-rho{rho:g}-s{'-'.join(map(str, chosen))}"
-            flags = data | {"imbalance_ratio": rho, "seeds": chosen} | recipe["baselines"]
-            runs[name] = Run("baselines", name, flags, ("baselines", rho))
     for seed in chosen:
+        if (only or "baselines") == "baselines":  # first in each seed: they need no start and take minutes
+            for rho in recipe["imbalance_ratios"]:
+                flags = data | {"imbalance_ratio": rho, "seeds": [seed]} | recipe["baselines"]
+                runs[f"baselines-rho{rho:g}-s{seed}"] = Run("baselines", f"baselines-rho{rho:g}-s{seed}", flags,
+                                                            ("baselines", rho), seed=seed)  # fmt: skip
         wanted = [finetune("main", start, rho, loss, seed, {"loss": loss})
                   for rho in recipe["imbalance_ratios"] for start in ("scratch", "lt") for loss in recipe["losses"]]
         wanted = [run for run in wanted if kept(run)]
@@ -207,13 +209,6 @@ def run_machine(run: Run, work: Path) -> str:
     return f"{where['cpu']} ({where['cpu_cores']} cores){'' if where['device'] == 'cpu' else ', ' + where['device']}"
 
 
-def mean_std(values: list[float], digits: int) -> str:
-    if not values:
-        return "—"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
-
-
 def cell_results(runs: list[Run], work: Path) -> dict[tuple, dict[str, list[float]]]:
     """Per cell, each column's values over the seeds (percent for accuracies), and the seeds."""
     cells: dict[tuple, dict[str, list[float]]] = {}
@@ -221,24 +216,28 @@ def cell_results(runs: list[Run], work: Path) -> dict[tuple, dict[str, list[floa
         if run.stage != "finetune":
             continue
         result = json.loads((work / run.name / "results.json").read_text())
-        values = cells.setdefault(run.cell, {c: [] for c in (*COLUMNS, "seeds")})
+        values = cells.setdefault(run.cell, {c: [] for c in (*COLUMNS, *CALIBRATION, "seeds")})
         for column, key in zip(COLUMNS, METRICS):
             if key in result["metrics"]:
                 values[column].append(100 * result["metrics"][key])
         as_trained, scaled = result["calibration"].values()
-        values["ECE"].append(as_trained["ece"])
+        for column, key in CALIBRATION.items():
+            values[column].append(as_trained[key])
         values["ECE (T)"].append(scaled["ece"])
+        values["T"].append(result["temperature"])
         values["wall s / run"].append(run_record(work, run.name)["wall_s"])
         values["seeds"].append(run.seed)
     return cells
 
 
-def table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...]) -> str:
-    """A Markdown table: one row per described cell (its key columns joined by ' | '), with its number of seeds."""
-    head = f"| {' | '.join(keys)} | seeds | {' | '.join(COLUMNS)} |\n|{'---|' * (len(keys) + 1 + len(COLUMNS))}\n"
+def table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A Markdown table: one row per described cell (its key columns joined by ' | '), with its number of seeds;
+    accuracies with 2 decimals, calibration with 3, wall seconds with none."""
+    head = f"| {' | '.join(keys)} | seeds | {' | '.join(columns)} |\n|{'---|' * (len(keys) + 1 + len(columns))}\n"
     lines = []
     for described, values in rows.items():
-        numbers = [mean_std(values[c], 3 if c.startswith("ECE") else 0 if c.startswith("wall") else 2) for c in COLUMNS]
+        numbers = [mean_std(values[c], 3 if c in (*CALIBRATION, "ECE (T)", "T") else 0 if c.startswith("wall") else 2)
+                   for c in columns]  # fmt: skip
         lines.append(f"| {described} | {len(values['seeds'])} | {' | '.join(numbers)} |")
     return head + "\n".join(lines) + "\n"
 
@@ -268,7 +267,7 @@ def verdict(what: str, a: dict | None, b: dict | None, column: str, expect: str,
     else:
         word = "holds" if (d > 0) == (expect == "higher") else "does not hold"
         word += "" if noise is not None else " (one seed, no noise estimate)"
-    digits = 3 if column.startswith("ECE") else 2
+    digits = 3 if column in (*CALIBRATION, "ECE (T)") else 2
     spread = f"2 SE = {noise:.{digits}f}" if noise is not None else "one seed each"
     return (f"- {what}: {mean_std(a[column], digits)} vs {mean_std(b[column], digits)}, difference "
             f"{d:+.{digits}f} ({spread}): **{word}** ({paper}).")  # fmt: skip
@@ -296,6 +295,9 @@ def verdicts(recipe: dict, cells: dict) -> list[str]:
              "higher", "LiVT: MGP far ahead"),
             *((f"Bayias (Bal-CE) vs CE, ECE as trained ({start}, {at})", main[start, "bal_ce"], main[start, "ce"], "ECE",
                "lower", "UniMix Table 2: lower") for start in ("scratch", "lt")),
+            *((f"Bayias (Bal-CE) vs CE, SCE (every class's probability) as trained ({start}, {at})",
+               main[start, "bal_ce"], main[start, "ce"], "SCE", "lower", "UniMix Table D1: lower")
+              for start in ("scratch", "lt")),
         ]  # fmt: skip
     reference = cells.get(("ablations", "lt", rho0, REFERENCE))
     claims += [
@@ -332,8 +334,8 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
     lines = [
         "# Reproduction on Fashion-MNIST-LT\n",
         f"Command: `{command}`; commits {sorted({r['commit'] for r in records.values()})}; {machine}. Test top-1 (%) "
-        "by group; ECE (15 bins) as trained and after temperature scaling fitted on validation; mean ± std over the "
-        "seeds. Models chosen on the validation split; each run reads the test split once, at its end. Wall time: "
+        "by group; ECE (15 bins) as trained and after temperature scaling fitted on validation, T that temperature "
+        "(below 1: under-confident); mean ± std over the seeds. Models chosen on the validation split; each run reads the test split once, at its end. Wall time: "
         f"{sum(r['wall_s'] for r in records.values()) / 3600:.1f} h summed over {len(runs)} runs.\n",
         *([f"**Partial: {len(runs)} of the {planned} planned runs have finished**; each cell shows the seeds it has so "
            "far.\n"] if len(runs) < planned else []),  # fmt: skip
@@ -343,20 +345,29 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         *verdicts(recipe, cells),
         f"\n## Main table: from scratch vs MGP on the LT split, by loss (seeds {recipe['seeds']})\n",
         table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss")),
+        "## Calibration of the main cells (test, as trained)\n\nUniMix's measures (Table 2, D1; 15 bins, TACE above "
+        "10⁻³) and T, the temperature fitted on validation (below 1: the model is under-confident, scaling sharpens it)."
+        "\n",
+        table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss"),
+              (*CALIBRATION, "T")),
         f"## Ablations (Bal-BCE after MGP, ρ = {rho0:g}, seeds {recipe['ablation_seeds']})\n",
         table({f"{k[3]} | {changes(recipe['ablations'].get(k[3], {}))}": cells[k] for k in
                sorted((k for k in cells if k[0] == "ablations"), key=lambda k: k[3] != REFERENCE)},
               ("ablation", "flags")),
         "## Baselines on the same splits\n",
     ]
-    for run in runs:
-        if run.stage == "baselines":
-            split = json.loads((work / run.name / "baselines.json").read_text())["split"]
-            ours = splits.get(run.cell[1])
-            if ours and split["train_counts"] != ours["train_counts"]:
-                raise ValueError(f"{run.name} trained on {split['train_counts']}, the runs on {ours['train_counts']}: "
-                                 "keep every data flag in the recipe's 'data'.")  # fmt: skip
-            lines.append(f"### ρ = {run.cell[1]:g}\n\n" + (work / run.name / "baselines.md").read_text())
+    for rho in recipe["imbalance_ratios"]:
+        results = [json.loads((work / r.name / "baselines.json").read_text()) for r in runs
+                   if r.cell == ("baselines", rho)]  # fmt: skip
+        for result in results:
+            if rho in splits and result["split"]["train_counts"] != splits[rho]["train_counts"]:
+                raise ValueError(f"The baselines at ρ = {rho:g} trained on {result['split']['train_counts']}, the runs "
+                                 f"on {splits[rho]['train_counts']}: keep every data flag in the recipe's 'data'.")
+        if results:
+            rows = [row for result in results for row in result["rows"]]
+            lines.append(f"### ρ = {rho:g}\n\nSeeds {sorted({r['seed'] for r in rows})}: mean ± std; "
+                         f"{rows[0]['epochs']} epochs, Adam, no augmentation, epoch chosen on validation.\n\n"
+                         f"{markdown_table(rows)}")  # fmt: skip
     lines.append("## Every run\n\n| run | wall s | commit | machine | command |\n|---|---|---|---|---|")
     lines += [f"| {name} | {r['wall_s']:.0f}{' (the resumed part)' * r.get('resumed', False)} | {r['commit']} | "
               f"{r['machine']} | `{r['command'] or 'a random ViTMAE (MAE init)'}` |" for name, r in records.items()]  # fmt: skip

@@ -27,8 +27,8 @@ def test_the_gpu_recipe_plans_the_issue_table():
     runs = plan(recipe("fmnist_lt_h100"))
     stages = Counter(r.stage for r in runs)
     # 3 seeds × (2 ρ × 2 starts × 4 losses + 6 ablations) fine-tunes, started from 3 random checkpoints and
-    # 3 × (2 LT + 1 balanced) MGP runs; one baselines run per ρ
-    assert stages == {"finetune": 3 * (16 + 6), "scratch": 3, "pretrain": 9, "baselines": 2}
+    # 3 × (2 LT + 1 balanced) MGP runs; one baselines run per ρ and seed
+    assert stages == {"finetune": 3 * (16 + 6), "scratch": 3, "pretrain": 9, "baselines": 6}
     cells = Counter(r.cell for r in runs if r.stage == "finetune")
     assert len(cells) == 16 + 6 and set(cells.values()) == {3}  # every cell over the 3 seeds
     assert ("main", "scratch", 500, "bal_ce") in cells and ("ablations", "balanced", 100, "balanced_mgp") in cells
@@ -62,14 +62,17 @@ def test_the_cpu_recipe_plans_the_main_table_at_three_seeds_and_the_ablations_at
     assert len(main) == 16 and set(main.values()) == {3}
     ablations = [r for r in runs if r.cell[:1] == ("ablations",)]
     assert len(ablations) == 7 and {r.seed for r in ablations} == {0}
-    assert Counter(r.stage for r in runs) == {"finetune": 48 + 7, "pretrain": 3 * 2 + 1, "scratch": 3, "baselines": 2}
+    assert Counter(r.stage for r in runs) == {"finetune": 48 + 7, "pretrain": 3 * 2 + 1, "scratch": 3, "baselines": 6}
     baselines = [r for r in runs if r.stage == "baselines"]
-    assert runs[:2] == baselines and {r.flags["seeds"] == [0, 1, 2] for r in baselines} == {True}
+    assert [(r.cell, r.seed, r.flags["seeds"]) for r in baselines] == [
+        (("baselines", rho), seed, [seed]) for seed in (0, 1, 2) for rho in (100, 500)
+    ]  # one run per split and seed, so a table run seed by seed reuses each seed's baselines
+    assert runs[:2] == baselines[:2] and baselines[1].name == "baselines-rho500-s0"
     assert baselines[1].flags | {"max_per_class": 5000, "imbalance_ratio": 500} == baselines[1].flags
-    # run in parts: one seed at a time, seed by seed
+    # run in parts: one seed at a time, seed by seed, with the same run names as the whole table
     seed0 = plan(recipe("fmnist_lt_cpu"), seeds=[0])
-    assert {r.seed for r in seed0 if r.stage != "baselines"} == {0} and seed0[0].flags["seeds"] == [0]
-    assert [r.seed for r in runs if r.stage != "baselines"] == sorted(r.seed for r in runs if r.stage != "baselines")
+    assert {r.seed for r in seed0} == {0} and {r.name for r in seed0} <= {r.name for r in runs}
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)
 
 
 def test_runs_start_after_what_they_need_and_run_jobs_at_once(tmp_path, monkeypatch):
@@ -132,6 +135,29 @@ def test_verdicts_against_hand_worked_differences():
     assert "not measured" in verdict("x", {"few": []}, {"few": []}, "few", "higher", "paper")
 
 
+def test_the_report_averages_each_splits_baselines_over_their_per_seed_runs(tmp_path):
+    machine = {"cpu": "Test CPU", "cpu_cores": 2, "torch_threads": 1, "device": "cpu"}
+    split = {"train_counts": [50, 5], "validation_counts": [10, 10], "test_counts": [100, 100]}
+
+    def baselines_run(rho, seed, overall):
+        name = f"baselines-rho{rho}-s{seed}"
+        rows = [{"model": "linear", "loss": "la", "tau": 1.0, "seed": seed, "epochs": 12, "train_wall_s": 2.0,
+                 "test": {"accuracy": overall, "tail_accuracy": overall / 2}}]  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "baselines.json").write_text(json.dumps({"split": split, "machine": machine, "rows": rows}))
+        (tmp_path / f"{name}.run.json").write_text(json.dumps({"wall_s": 60.0, "commit": "abc", "command": "x",
+                                                                "torch_threads": "1"}))  # fmt: skip
+        return Run("baselines", name, {}, ("baselines", rho), seed=seed)
+
+    # ρ = 100: 0.80, 0.83, 0.77 → mean 80.00, std 3.00 (tail half of it: 40.00 ± 1.50); ρ = 500: one seed
+    runs = [baselines_run(100, 0, 0.80), baselines_run(500, 0, 0.70), baselines_run(100, 1, 0.83),
+            baselines_run(100, 2, 0.77)]  # fmt: skip
+    text = reproduce.report("cmd", recipe("fmnist_lt_cpu"), runs, tmp_path, len(runs))
+    at100, at500 = text.split("### ρ = 100")[1].split("### ρ = 500")
+    assert "Seeds [0, 1, 2]" in at100 and "| la (τ = 1) | 80.00 ± 3.00 |" in at100 and "| 40.00 ± 1.50 |" in at100
+    assert "Seeds [0]" in at500 and "| la (τ = 1) | 70.00 |" in at500
+
+
 def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run(tmp_path):
     results, work = tmp_path / "RESULTS.md", tmp_path / "work"
     command = [sys.executable, str(REPO / "benchmarks/reproduce.py"), str(REPO / "recipes/reproduce/cpu_smoke.json"),
@@ -144,7 +170,17 @@ def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run
     row = next(line for line in text.splitlines() if line.startswith("| tau_1.1 | tau 1.1 | 1 |"))
     assert row.split(" | ")[3] == f"{100 * run['metrics']['accuracy']:.2f}"
     assert row.split(" | ")[11] == f"{list(run['calibration'].values())[1]['ece']:.3f}"  # ECE after scaling
+    assert row.split(" | ")[12] == f"{run['temperature']:.3f}"  # and the temperature scaling it
     assert "| scratch | 10 | bal_bce |" in text and "| balanced_mgp | start balanced |" in text
+    # the calibration table: that cell's measures as trained and its fitted temperature
+    scratch = json.loads((work / "bft-scratch-rho10-bal_bce-s0/results.json").read_text())
+    calibration = text.split("## Calibration")[1].split("\n## ")[0]
+    row = next(line for line in calibration.splitlines() if line.startswith("| scratch | 10 | bal_bce | 1 |"))
+    row = row.rstrip(" |").split(" | ")
+    as_trained = list(scratch["calibration"].values())[0]
+    assert row[4:12] == [f"{as_trained[k]:.3f}" for k in ("ece", "mce", "ace", "tace", "sce", "brier", "nll")] + [
+        f"{scratch['temperature']:.3f}"
+    ]
     assert "| reference | — | 1 |" in text and "MGP on the LT split vs on a balanced split" in text
     assert "ρ = 10: train [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]" in text
     assert "### ρ = 10" in text and "| linear (softmax regression, pixels) | la (τ = 1) |" in text
