@@ -51,8 +51,10 @@ def fashion_mnist():
 
 @pytest.fixture(scope="session")
 def tiny_mae_dir(tmp_path_factory):
-    """A randomly initialised, tiny ViTMAE checkpoint (28 px, 1 channel, patch 7)."""
-    return save_tiny_mae(tmp_path_factory.mktemp("tiny_mae"))
+    """A randomly initialised, tiny ViTMAE checkpoint (28 px, 1 channel, patch 7), the same in every session: from
+    whatever RNG state the tests before it left, 6 in 40 initialisations gave tests/test_hub_export.py's saved model
+    one class for all its images (a flaky failure)."""
+    return save_tiny_mae(tmp_path_factory.mktemp("tiny_mae"), seed=0)
 
 
 def save_tiny_mae(path: Path, seed: int | None = None) -> Path:
