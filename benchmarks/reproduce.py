@@ -53,6 +53,7 @@ SCRIPTS = {"pretrain": "run_pretrain_mae.py", "finetune": "run_finetune_balanced
 FINISHED = {"pretrain": "run_config.json", "finetune": "run_config.json", "baselines": "baselines.json",
             "scratch": "config.json"}  # fmt: skip  # written last by each stage
 REFERENCE = "reference"  # the ablations' row of the main cell they change
+NOTES = "\n## Notes\n\n<!-- Hand-written below this line; the script keeps it when it rewrites the table above. -->\n"
 
 
 @dataclass
@@ -374,6 +375,12 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
     return "\n".join(lines) + "\n"
 
 
+def with_notes(table: str, previous: str) -> str:
+    """The table with the hand-written notes (causes found for the claims) that followed NOTES in the file it
+    replaces, so a rewritten table keeps them."""
+    return table + NOTES + (previous.split(NOTES, 1)[1] if NOTES in previous else "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="JSON recipe (recipes/reproduce/).")
@@ -396,7 +403,9 @@ def main() -> None:
         execute_all(runs, work, opts.jobs)
     done = [run for run in runs if finished(run, work)]
     text = report(shlex.join(["python", "benchmarks/reproduce.py", *sys.argv[1:]]), recipe, done, work, len(runs))
-    Path(opts.output).write_text(text)
+    output = Path(opts.output)
+    text = with_notes(text, output.read_text() if output.exists() else "")
+    output.write_text(text)
     print(text)
 
 

@@ -158,6 +158,15 @@ def test_the_report_averages_each_splits_baselines_over_their_per_seed_runs(tmp_
     assert "Seeds [0]" in at500 and "| la (τ = 1) | 70.00 |" in at500
 
 
+def test_a_rewritten_table_keeps_the_hand_written_notes_below_it():
+    first = reproduce.with_notes("# Table v1\n", "")
+    assert first.startswith("# Table v1\n") and first.endswith(reproduce.NOTES + "\n")
+    edited = first + "- Bal-BCE trails Bal-CE: τ = 1.1 moves 3 points to the tail.\n"
+    second = reproduce.with_notes("# Table v2\n", edited)
+    assert second == "# Table v2\n" + reproduce.NOTES + "\n- Bal-BCE trails Bal-CE: τ = 1.1 moves 3 points to the tail.\n"
+    assert reproduce.with_notes("# Table v3\n", second).count(reproduce.NOTES) == 1
+
+
 def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run(tmp_path):
     results, work = tmp_path / "RESULTS.md", tmp_path / "work"
     command = [sys.executable, str(REPO / "benchmarks/reproduce.py"), str(REPO / "recipes/reproduce/cpu_smoke.json"),
@@ -196,11 +205,13 @@ def test_a_tiny_reproduction_runs_every_kind_of_cell_and_continues_a_stopped_run
     pretrain = json.loads((work / "mgp-balanced-rho10-s0/lt_split.json").read_text())
     assert pretrain["balanced"] and len(set(pretrain["train_counts"])) <= 2  # the same size, spread evenly
     # a run stopped after its last checkpoint: --report_only tables the others and trains nothing …
+    results.write_text(results.read_text() + "- A cause found by hand.\n")
     (work / "bft-lt-rho10-tau_1.1-s0/run_config.json").unlink()
     before = {p: p.stat().st_mtime for p in work.glob("*/model.safetensors")}
     partial = subprocess.run([*command, "--report_only"], capture_output=True, text=True, timeout=300)
     assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
     assert "**Partial: 7 of the 8 planned runs have finished**" in results.read_text()
+    assert results.read_text().endswith(reproduce.NOTES + "\n- A cause found by hand.\n")  # kept
     assert "| tau_1.1 |" not in results.read_text() and "| balanced_mgp | start balanced | 1 |" in results.read_text()
     assert {p: p.stat().st_mtime for p in before} == before
     # … and the table continues it from its last checkpoint; finished runs are reused (nothing else trains)
