@@ -71,8 +71,9 @@ class Run:
 def plan(recipe: dict, only: str | None = None, starts: list[str] | None = None, seeds: list[int] | None = None
          ) -> list[Run]:  # fmt: skip
     """Every run of the table, seed by seed (a table stopped half-way has whole seeds): the seed's baselines, then
-    its fine-tunes, each start just before the first fine-tune that needs it. `only` keeps one part ('main', 'ablations', 'baselines'),
-    `starts` the fine-tunes from these starting points ('scratch', 'lt', 'balanced'), `seeds` these seeds."""
+    its fine-tunes, each start just before the first fine-tune that needs it. `only` keeps one part ('main',
+    'ablations', 'baselines'), `starts` the fine-tunes from these starting points ('scratch', 'lt', 'balanced'),
+    `seeds` these seeds."""
     data, rho0 = recipe["data"], recipe["imbalance_ratios"][0]
     chosen = [s for s in recipe["seeds"] if seeds is None or s in seeds]
 
@@ -336,7 +337,8 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         "# Reproduction on Fashion-MNIST-LT\n",
         f"Command: `{command}`; commits {sorted({r['commit'] for r in records.values()})}; {machine}. Test top-1 (%) "
         "by group; ECE (15 bins) as trained and after temperature scaling fitted on validation, T that temperature "
-        "(below 1: under-confident); mean ± std over the seeds. Models chosen on the validation split; each run reads the test split once, at its end. Wall time: "
+        "(below 1: under-confident); mean ± std over the seeds. Models chosen on the validation split; each run reads "
+        "the test split once, at its end. Wall time: "
         f"{sum(r['wall_s'] for r in records.values()) / 3600:.1f} h summed over {len(runs)} runs.\n",
         *([f"**Partial: {len(runs)} of the {planned} planned runs have finished**; each cell shows the seeds it has so "
            "far.\n"] if len(runs) < planned else []),  # fmt: skip
@@ -347,8 +349,7 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         f"\n## Main table: from scratch vs MGP on the LT split, by loss (seeds {recipe['seeds']})\n",
         table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss")),
         "## Calibration of the main cells (test, as trained)\n\nUniMix's measures (Table 2, D1; 15 bins, TACE above "
-        "10⁻³) and T, the temperature fitted on validation (below 1: the model is under-confident, scaling sharpens it)."
-        "\n",
+        "10⁻³) and T, the temperature fitted on validation (below 1: under-confident, scaling sharpens it).\n",
         table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss"),
               (*CALIBRATION, "T")),
         f"## Ablations (Bal-BCE after MGP, ρ = {rho0:g}, seeds {recipe['ablation_seeds']})\n",
@@ -362,8 +363,8 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
                    if r.cell == ("baselines", rho)]  # fmt: skip
         for result in results:
             if rho in splits and result["split"]["train_counts"] != splits[rho]["train_counts"]:
-                raise ValueError(f"The baselines at ρ = {rho:g} trained on {result['split']['train_counts']}, the runs "
-                                 f"on {splits[rho]['train_counts']}: keep every data flag in the recipe's 'data'.")
+                raise ValueError(f"The baselines at ρ = {rho:g} trained on {result['split']['train_counts']}, the "
+                                 f"runs on {splits[rho]['train_counts']}: keep every data flag in the recipe's 'data'.")
         if results:
             rows = [row for result in results for row in result["rows"]]
             lines.append(f"### ρ = {rho:g}\n\nSeeds {sorted({r['seed'] for r in rows})}: mean ± std; "

@@ -161,9 +161,9 @@ def test_the_report_averages_each_splits_baselines_over_their_per_seed_runs(tmp_
 def test_a_rewritten_table_keeps_the_hand_written_notes_below_it():
     first = reproduce.with_notes("# Table v1\n", "")
     assert first.startswith("# Table v1\n") and first.endswith(reproduce.NOTES + "\n")
-    edited = first + "- Bal-BCE trails Bal-CE: τ = 1.1 moves 3 points to the tail.\n"
-    second = reproduce.with_notes("# Table v2\n", edited)
-    assert second == "# Table v2\n" + reproduce.NOTES + "\n- Bal-BCE trails Bal-CE: τ = 1.1 moves 3 points to the tail.\n"
+    note = "- Bal-BCE trails Bal-CE: τ = 1.1 moves 3 points to the tail.\n"
+    second = reproduce.with_notes("# Table v2\n", first + note)
+    assert second == "# Table v2\n" + reproduce.NOTES + "\n" + note
     assert reproduce.with_notes("# Table v3\n", second).count(reproduce.NOTES) == 1
 
 
