@@ -48,6 +48,7 @@ from livt_hf.runs import last_complete_checkpoint  # noqa: E402
 COLUMNS = ("overall", "many", "medium", "few", "head", "middle", "tail", "ECE", "ECE (T)", "T", "wall s / run")
 # UniMix Table 2 / D1's measures, as trained
 CALIBRATION = {"ECE": "ece", "MCE": "mce", "ACE": "ace", "TACE": "tace", "SCE": "sce", "Brier": "brier", "NLL": "nll"}
+THREE_DIGITS = (*CALIBRATION, "ECE (T)", "T")  # the columns shown with 3 decimals (accuracies have 2)
 SCRIPTS = {"pretrain": "run_pretrain_mae.py", "finetune": "run_finetune_balanced.py",
            "baselines": "benchmarks/baselines.py"}  # fmt: skip
 FINISHED = {"pretrain": "run_config.json", "finetune": "run_config.json", "baselines": "baselines.json",
@@ -96,9 +97,8 @@ def plan(recipe: dict, only: str | None = None, starts: list[str] | None = None,
     for seed in chosen:
         if (only or "baselines") == "baselines":  # first in each seed: they need no start and take minutes
             for rho in recipe["imbalance_ratios"]:
-                flags = data | {"imbalance_ratio": rho, "seeds": [seed]} | recipe["baselines"]
-                runs[f"baselines-rho{rho:g}-s{seed}"] = Run("baselines", f"baselines-rho{rho:g}-s{seed}", flags,
-                                                            ("baselines", rho), seed=seed)  # fmt: skip
+                name, flags = f"baselines-rho{rho:g}-s{seed}", data | {"imbalance_ratio": rho, "seeds": [seed]}
+                runs[name] = Run("baselines", name, flags | recipe["baselines"], ("baselines", rho), seed=seed)
         wanted = [finetune("main", start, rho, loss, seed, {"loss": loss})
                   for rho in recipe["imbalance_ratios"] for start in ("scratch", "lt") for loss in recipe["losses"]]
         wanted = [run for run in wanted if kept(run)]
@@ -238,8 +238,7 @@ def table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...], column
     head = f"| {' | '.join(keys)} | seeds | {' | '.join(columns)} |\n|{'---|' * (len(keys) + 1 + len(columns))}\n"
     lines = []
     for described, values in rows.items():
-        numbers = [mean_std(values[c], 3 if c in (*CALIBRATION, "ECE (T)", "T") else 0 if c.startswith("wall") else 2)
-                   for c in columns]  # fmt: skip
+        numbers = [mean_std(values[c], 3 if c in THREE_DIGITS else 0 if c.startswith("wall") else 2) for c in columns]
         lines.append(f"| {described} | {len(values['seeds'])} | {' | '.join(numbers)} |")
     return head + "\n".join(lines) + "\n"
 
@@ -269,7 +268,7 @@ def verdict(what: str, a: dict | None, b: dict | None, column: str, expect: str,
     else:
         word = "holds" if (d > 0) == (expect == "higher") else "does not hold"
         word += "" if noise is not None else " (one seed, no noise estimate)"
-    digits = 3 if column in (*CALIBRATION, "ECE (T)") else 2
+    digits = 3 if column in THREE_DIGITS else 2
     spread = f"2 SE = {noise:.{digits}f}" if noise is not None else "one seed each"
     return (f"- {what}: {mean_std(a[column], digits)} vs {mean_std(b[column], digits)}, difference "
             f"{d:+.{digits}f} ({spread}): **{word}** ({paper}).")  # fmt: skip
@@ -329,6 +328,7 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         if run.stage == "finetune" and run.cell[2] not in splits:
             split = json.loads((work / run.name / "lt_split.json").read_text())
             splits[run.cell[2]] = split
+    main_rows = {f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}
     records = {run.name: run_record(work, run.name) | {"machine": run_machine(run, work)} for run in runs}
     threads = sorted({str(r["torch_threads"]) for r in records.values()})
     machines = sorted({r["machine"] for r in records.values()} - {"—"})
@@ -347,11 +347,10 @@ def report(command: str, recipe: dict, runs: list[Run], work: Path, planned: int
         "\n## The claims\n",
         *verdicts(recipe, cells),
         f"\n## Main table: from scratch vs MGP on the LT split, by loss (seeds {recipe['seeds']})\n",
-        table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss")),
+        table(main_rows, ("start", "ρ", "loss")),
         "## Calibration of the main cells (test, as trained)\n\nUniMix's measures (Table 2, D1; 15 bins, TACE above "
         "10⁻³) and T, the temperature fitted on validation (below 1: under-confident, scaling sharpens it).\n",
-        table({f"{k[1]} | {k[2]:g} | {k[3]}": v for k, v in cells.items() if k[0] == "main"}, ("start", "ρ", "loss"),
-              (*CALIBRATION, "T")),
+        table(main_rows, ("start", "ρ", "loss"), (*CALIBRATION, "T")),
         f"## Ablations (Bal-BCE after MGP, ρ = {rho0:g}, seeds {recipe['ablation_seeds']})\n",
         table({f"{k[3]} | {changes(recipe['ablations'].get(k[3], {}))}": cells[k] for k in
                sorted((k for k in cells if k[0] == "ablations"), key=lambda k: k[3] != REFERENCE)},
